@@ -1,0 +1,120 @@
+"""The command line: `related-videos [--config F] [--set key=value ...] COMMAND`.
+
+Commands are the steps (generate, ingest, validate), `main` (the chain) and `demo` (the chain on
+the embedded defaults, then where to look next). Known failures print a message, not a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pipelines.config import ConfigError, load_config
+from pipelines.data.io import DataFileError
+from pipelines.gate_report import GateFailed
+
+EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
+QUIET_LOGGERS = ("great_expectations", "mlflow", "alembic", "urllib3", "matplotlib")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="related-videos", description=__doc__)
+    parser.add_argument("-c", "--config", help="a YAML file layered over pipelines/config.yaml")
+    parser.add_argument("-s", "--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one value, e.g. merge.top_n=30")
+    parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME")
+    parser.add_argument("--workspace", help="shortcut for --set paths.workspace=DIR")
+    parser.add_argument("--size", help="shortcut for --set synthetic.size=PRESET (toy, small, "
+                        "default, large, xlarge)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("generate", help="make the synthetic data set")
+    commands.add_parser("ingest", help="bring KuaiRand-Pure to the contract (--dataset kuairand)")
+    commands.add_parser("validate", help="run the input gate; write the validated tables")
+    commands.add_parser("main", help="the whole chain as one MLflow parent run")
+    commands.add_parser("demo", help="the whole chain on the embedded defaults")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.workspace:
+        overrides.append(f"paths.workspace={args.workspace}")
+    if args.size:
+        overrides.append(f"synthetic.size={args.size}")
+    try:
+        config = load_config(args.config, overrides)
+        return _run(args.command, config)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GateFailed as failure:
+        print(failure.report.summary(), file=sys.stderr)
+        print("Nothing was written downstream.", file=sys.stderr)
+        return EXIT_GATE
+    except (DataFileError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DATA
+
+
+def _run(command: str, config) -> int:
+    # Imported here so that `--help` and configuration errors answer without loading MLflow,
+    # Great Expectations and TensorFlow.
+    from pipelines import tracking
+    from pipelines.generate import run_generate
+    from pipelines.ingest import run_ingest
+    from pipelines.main import run_main
+    from pipelines.validate import run_validate
+
+    for name in QUIET_LOGGERS:  # the libraries set their own levels when imported
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if command in ("main", "demo"):
+        result = run_main(config)
+        print(result.validated.report.summary())
+        if command == "demo":
+            _print_next_steps(config, result)
+        return 0
+    tracking.configure_for(config)
+    if command == "generate":
+        if config.data.dataset != "synthetic":
+            raise ConfigError(
+                f"data.dataset: generate makes 'synthetic', not {config.data.dataset!r}"
+            )
+        for name, path in run_generate(config).items():
+            print(f"{name}: {path}")
+    elif command == "ingest":
+        for name, path in run_ingest(config).items():
+            print(f"{name}: {path}")
+    elif command == "validate":
+        validated = run_validate(config)
+        print(validated.report.summary())
+        print(f"validated tables: {validated.folder}")
+    return 0
+
+
+def _print_next_steps(config, result) -> None:
+    workspace = config.workspace.resolve()
+    rows = ", ".join(f"{count:,} {name}" for name, count in result.validated.rows.items())
+    print(f"""
+Demo finished: {rows} passed the input gate.
+  validated tables : {result.validated.folder}
+  gate data docs   : {result.validated.report.docs_index}
+  MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
+                     (parent run {result.run_id})
+  workspace        : {workspace}""")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

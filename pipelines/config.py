@@ -1,0 +1,395 @@
+"""Load `config.yaml` into typed, frozen objects; layer a YAML file and `key=value` overrides.
+
+Unknown keys and wrong types fail at load time with the dotted key named, not later in a step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    workspace: str
+    kuairand: str
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    experiment: str
+    tracking_uri: str
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str
+    csv_list_separator: str
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    max_play_ratio: float
+    duplicate_event_tolerance: float
+    future_slack: str
+    examples: int
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    video_attributes: dict[str, str]
+    user_categorical: list[str]
+    user_numeric: list[str]
+    source_window: str
+    timezone: str = "UTC"
+    files: dict[str, str] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SyntheticSize:
+    videos: int
+    users: int
+    events: int
+    days: int
+
+
+@dataclass(frozen=True)
+class SyntheticCatalog:
+    age_days: int
+    styles_per_genre: int
+    tags_per_genre: int
+    actors_per_genre: int
+    staff_per_genre: int
+    series_cast: int
+    series_staff: int
+    series_tags: int
+    series_genre_tags: int
+    member_keep: float
+    guest_share: float
+    standalone_cast: int
+    standalone_staff: int
+    standalone_tags: int
+    video_tags: int
+    series_types: dict[str, float]
+    type_keep: float
+    extra_types: dict[str, float]
+    standalone_types: dict[str, float]
+    durations_s: dict[str, list[float]]
+    quality_sd: float
+    appeal_sd: float
+    blockbuster_appeal: float
+    popularity_temperature: float
+
+
+@dataclass(frozen=True)
+class SyntheticAudience:
+    genders: dict[str, float]
+    age_buckets: dict[str, float]
+    segment_concentration: float
+    genre_concentration: float
+    activity_sd: float
+    levels: int
+    level_noise: float
+    registration_days: int
+    taste_sd: float
+
+
+@dataclass(frozen=True)
+class BehaviourParams:
+    match: dict[str, float]
+    affinity_range: list[float]
+    click: dict[str, float]
+    play: dict[str, float]
+    play_noise_sd: float
+    accidental_play_s: list[float]
+    like: dict[str, float]
+    share: dict[str, float]
+    dislike: dict[str, float]
+    satisfaction: dict[str, float]
+    satisfaction_prior: float
+    satisfaction_memory: float
+    churn: dict[str, float]
+
+
+@dataclass(frozen=True)
+class SyntheticSessions:
+    policy: dict[str, float]
+    first_blockbuster_share: float
+    max_steps: int
+    stop_prob: float
+    step_gap_s: list[float]
+    session_gap_hours: float
+    first_session_hours: float
+    initial_events_per_session: float
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    size: str
+    sizes: dict[str, SyntheticSize]
+    start_date: str
+    genres: int
+    series_size: list[int]
+    standalone_share: float
+    blockbuster_share: float
+    cold_share: float
+    accidental_click_rate: float
+    slate_size: int
+    retention_days: int
+    blockbuster_min: int
+    cold_window_days: int
+    cold_exposure: float
+    catalog: SyntheticCatalog
+    audience: SyntheticAudience
+    behaviour: BehaviourParams
+    sessions: SyntheticSessions
+
+    @property
+    def preset(self) -> SyntheticSize:
+        if self.size not in self.sizes:
+            raise ConfigError(
+                f"synthetic.size: {self.size!r} is not one of {sorted(self.sizes)}"
+            )
+        return self.sizes[self.size]
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    rank: int
+    max_iter: int
+    reg_param: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    group: str
+    value: str
+    label: str
+    sign: int
+    als: AlsParams
+
+
+@dataclass(frozen=True)
+class CandidatesConfig:
+    threshold: float
+    max_per_source: int
+    top_k_values: int
+    block_size: int
+
+
+@dataclass(frozen=True)
+class CoordinatingConfig:
+    threshold: float
+    hidden_units: list[int]
+    folds: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    tower_units: list[int]
+    embedding_dim: int
+    loss: str
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    early_stopping_patience: int
+    validation_share: float
+    negatives_per_positive: int
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    top_n: int
+    manual_weights: dict[str, float]
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    retention_days: int
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    test_days: int
+    cold_max_events: int
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    paths: Paths
+    mlflow: MlflowSettings
+    data: DataSection
+    datasets: dict[str, DatasetConfig]
+    gate: GateSettings
+    synthetic: SyntheticConfig
+    objectives: list[Objective]
+    candidates: CandidatesConfig
+    coordinating: CoordinatingConfig
+    two_tower: TwoTowerConfig
+    merge: MergeConfig
+    weights: WeightsConfig
+    evaluation: EvaluationConfig
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        """The active data set's settings (`data.dataset`)."""
+        return self.datasets[self.data.dataset]
+
+    @property
+    def gate_settings(self) -> GateSettings:
+        """The input gate's defaults with the active data set's `gate` overrides applied."""
+        return _build(GateSettings, {**dataclasses.asdict(self.gate), **self.dataset.gate}, "gate")
+
+    @property
+    def workspace(self) -> Path:
+        return Path(self.paths.workspace)
+
+    def objective_names(self) -> list[str]:
+        return [objective.name for objective in self.objectives]
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> Config:
+    """The default configuration, then the YAML file at `path`, then `key.sub=value` overrides."""
+    raw = _read_yaml(DEFAULT_CONFIG_PATH)
+    if path is not None:
+        raw = deep_merge(raw, _read_yaml(Path(path)))
+    for override in overrides:
+        raw = deep_merge(raw, parse_override(override))
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    config = _build(Config, dict(raw), "")
+    if config.data.dataset not in config.datasets:
+        raise ConfigError(
+            f"data.dataset: {config.data.dataset!r} is not one of {sorted(config.datasets)}"
+        )
+    for name, dataset in config.datasets.items():
+        for column, kind in dataset.video_attributes.items():
+            if kind not in ("single", "multi"):
+                raise ConfigError(
+                    f"datasets.{name}.video_attributes.{column}: {kind!r} is not single or multi"
+                )
+    names = config.objective_names()
+    if len(set(names)) != len(names):
+        raise ConfigError(f"objectives: names repeat: {names}")
+    unknown = set(config.merge.manual_weights) - set(names)
+    if unknown:
+        raise ConfigError(f"merge.manual_weights: {sorted(unknown)} are not objectives {names}")
+    config.synthetic.preset  # noqa: B018  (validates synthetic.size)
+    return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
+
+
+def parse_override(override: str) -> dict[str, Any]:
+    """`a.b.c=value` to `{"a": {"b": {"c": value}}}`; the value is parsed as YAML."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected key.path=value")
+    parsed = yaml.safe_load(value) if value.strip() else ""
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = parsed
+    return nested
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration file ({error})") from error
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return loaded
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "raw"}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"{_join(where, sorted(unknown)[0])}: unknown key")
+    values = {}
+    for name, spec in fields.items():
+        key = _join(where, name)
+        if name not in raw:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing")
+            continue
+        values[name] = _coerce(hints[name], raw[name], key)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(value_type, v, _join(key, str(k))) for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

@@ -1,0 +1,87 @@
+"""What a data gate found: each failed expectation (an error) or one passed only within its
+tolerance (a warning), with table, column, failing count and examples; light to import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Finding:
+    """One expectation that failed (an error) or passed only within its tolerance (a warning)."""
+
+    table: str
+    column: str | None
+    check: str
+    expectation: str
+    unexpected_count: int | None
+    row_count: int
+    examples: list = field(default_factory=list)
+    observed: object = None
+
+    def describe(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        what = f"{where}: {self.check} [{self.expectation}]"
+        if self.unexpected_count is not None and self.row_count:
+            share = self.unexpected_count / self.row_count
+            what += f": {self.unexpected_count:,} of {self.row_count:,} rows ({share:.2%})"
+        elif self.observed is not None:
+            what += f": observed {self.observed}"
+        if self.examples:
+            what += f", e.g. {', '.join(repr(_plain(v)) for v in self.examples)}"
+        return what
+
+
+@dataclass
+class GateReport:
+    gate: str
+    success: bool
+    errors: list[Finding]
+    warnings: list[Finding]
+    expectations: int
+    docs_index: Path | None = None
+
+    def summary(self) -> str:
+        head = (
+            f"{self.gate} gate passed: {self.expectations} expectations"
+            if self.success
+            else f"{self.gate} gate FAILED: {len(self.errors)} of {self.expectations} expectations"
+        )
+        lines = [head]
+        lines += [f"  x {finding.describe()}" for finding in self.errors]
+        lines += [f"  ! {finding.describe()} (within tolerance)" for finding in self.warnings]
+        if self.docs_index is not None:
+            lines.append(f"  data docs: {self.docs_index}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "gate": self.gate,
+            "success": self.success,
+            "expectations": self.expectations,
+            "errors": [asdict(f) | {"examples": _plain(f.examples)} for f in self.errors],
+            "warnings": [asdict(f) | {"examples": _plain(f.examples)} for f in self.warnings],
+        }
+
+
+class GateFailed(RuntimeError):
+    """The gate found errors; `report` says which."""
+
+    def __init__(self, report: GateReport):
+        super().__init__(report.summary())
+        self.report = report
+
+
+def _plain(value: object) -> object:
+    """Examples as JSON-friendly plain values (timestamps as ISO strings)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return value

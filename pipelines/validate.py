@@ -1,0 +1,70 @@
+"""The validate step: read the three input tables, pass them through the input gate, and only
+if it passes write them, in contract types, to the data set's `validated` folder.
+
+A failed gate exits non-zero, names every failed expectation, leaves HTML data docs in the
+reports folder and writes nothing downstream (the previous validated folder stays as it was).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from pipelines import tracking, workspace
+from pipelines.config import Config
+from pipelines.data.contract import EVENTS, schemas_for
+from pipelines.data.io import publish_folder, read_table, write_json, write_table
+from pipelines.data.sessions import fill_source_video_ids
+from pipelines.gate_report import GateFailed, GateReport
+from pipelines.gates import run_input_gate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Validated:
+    report: GateReport
+    folder: Path
+    rows: dict[str, int]
+
+
+def run_validate(config: Config) -> Validated:
+    files = workspace.input_files(config)
+    docs_dir = workspace.reports_dir(config) / "input_gate"
+    with tracking.step_run("validate", {"dataset": config.data.dataset,
+                                        **{f"{k}_file": v for k, v in files.items()}}):
+        started = time.perf_counter()
+        tables = {name: read_table(path) for name, path in files.items()}
+        if "source_video_id" not in tables[EVENTS].columns:
+            log.info("events have no source_video_id: deriving it (window %s)",
+                     config.dataset.source_window)
+            tables[EVENTS] = fill_source_video_ids(
+                tables[EVENTS], config.dataset.source_window, config.dataset.timezone)
+        report, conformed = run_input_gate(
+            tables, schemas_for(config.dataset), config.gate_settings, docs_dir,
+            config.data.csv_list_separator,
+        )
+        rows = {name: len(frame) for name, frame in tables.items()}
+        mlflow.log_metrics({
+            **{f"{name}_rows": count for name, count in rows.items()},
+            "gate_failed_expectations": len(report.errors),
+            "gate_warnings": len(report.warnings),
+            "gate_seconds": time.perf_counter() - started,
+        })
+        mlflow.log_artifacts(str(docs_dir), artifact_path="input_gate")
+        if not report.success:
+            mlflow.set_tag("gate", "failed")
+            raise GateFailed(report)
+        mlflow.set_tag("gate", "passed")
+        target = workspace.validated_dir(config)
+        with publish_folder(target) as scratch:
+            for name, frame in conformed.items():
+                write_table(frame, scratch / f"{name}.parquet")
+            write_json({"rows": rows, "sources": {k: str(v) for k, v in files.items()},
+                        "gate": report.to_dict()}, scratch / "manifest.json")
+        log.info("validated %s -> %s", ", ".join(f"{n} {c:,}" for n, c in rows.items()), target)
+        return Validated(report, target, rows)

@@ -1,0 +1,43 @@
+"""Where each step reads and writes: one workspace folder, one subfolder per data set.
+
+workspace/data/<dataset>/raw (generated or imported), .../validated (passed the input gate),
+workspace/reports/<dataset>/ (gate data docs), workspace/mlflow.db and mlartifacts/ (MLflow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.config import Config, ConfigError
+from pipelines.data.contract import TABLES
+from pipelines.data.io import find_table
+
+
+def dataset_dir(config: Config) -> Path:
+    return config.workspace / "data" / config.data.dataset
+
+
+def raw_dir(config: Config) -> Path:
+    return dataset_dir(config) / "raw"
+
+
+def validated_dir(config: Config) -> Path:
+    return dataset_dir(config) / "validated"
+
+
+def reports_dir(config: Config) -> Path:
+    return config.workspace / "reports" / config.data.dataset
+
+
+def input_files(config: Config) -> dict[str, Path]:
+    """The three input tables: the data set's configured `files` if given (bring your own
+    data), else what `generate` or `ingest` wrote into the workspace."""
+    files = config.dataset.files
+    if files:
+        missing = [name for name in TABLES if name not in files]
+        if missing:
+            raise ConfigError(
+                f"datasets.{config.data.dataset}.files: no path for {', '.join(missing)}"
+            )
+        return {name: Path(files[name]) for name in TABLES}
+    return {name: find_table(raw_dir(config), name) for name in TABLES}

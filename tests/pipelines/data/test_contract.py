@@ -1,0 +1,70 @@
+"""The contract's schemas and `conform`: types cast, bad values kept aside for the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data.contract import (
+    EVENTS_SCHEMA,
+    LIST,
+    STR,
+    conform,
+    schemas_for,
+    to_str,
+    videos_schema,
+)
+
+
+def test_video_schema_follows_the_configured_attributes(config):
+    schema = videos_schema({"video_type": "single", "tags": "multi"})
+    assert schema.names == ["video_id", "video_type", "tags", "duration_s", "published_at"]
+    assert schema.column("video_type").kind == STR and schema.column("tags").kind == LIST
+    assert schemas_for(config.dataset)["users"].names[:3] == ["user_id", "age_bucket", "gender"]
+
+
+def test_conform_casts_csv_strings_and_reports_what_does_not_parse():
+    raw = pd.DataFrame({
+        "user_id": ["1", "2", "3"],
+        "video_id": ["10", "11", "12"],
+        "source_video_id": [None, "10", None],
+        "ts": ["2026-01-05T10:00:00Z", "2026-01-05 11:00", "yesterday-ish"],
+        "clicked": ["1", "0", "one"],
+        "play_time_s": ["3.5", "0", "7"],
+        "liked": ["0", "0", "0"],
+        "shared": ["0", "0", "0"],
+        "disliked": ["0", "0", "0"],
+        "extra": ["x", "y", "z"],
+    })
+    result = conform(raw, EVENTS_SCHEMA)
+    frame = result.frame
+    assert list(frame.columns) == EVENTS_SCHEMA.names  # extra column dropped
+    assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+    assert frame["ts"].iloc[1] == pd.Timestamp("2026-01-05 11:00", tz="UTC")  # naive is UTC
+    assert pd.isna(frame["ts"].iloc[2]) and result.unparseable["ts"].tolist() == ["yesterday-ish"]
+    assert result.unparseable["clicked"].tolist() == ["one"]
+    assert frame["play_time_s"].tolist() == [3.5, 0.0, 7.0]
+    assert frame["source_video_id"].tolist() == [None, "10", None]
+
+
+def test_conform_keeps_a_missing_column_missing():
+    raw = pd.DataFrame({"user_id": ["1"], "video_id": ["2"]})
+    assert list(conform(raw, EVENTS_SCHEMA).frame.columns) == ["user_id", "video_id"]
+
+
+def test_ids_keep_one_spelling_whatever_the_file_type():
+    assert to_str(pd.Series([9.0, np.nan, 12.0])).tolist() == ["9", None, "12"]
+    assert to_str(pd.Series([7, 8])).tolist() == ["7", "8"]
+    assert to_str(pd.Series(["a", None])).tolist() == ["a", None]
+
+
+def test_list_attributes_from_lists_arrays_and_separated_strings():
+    schema = videos_schema({"tags": "multi"})
+    raw = pd.DataFrame({
+        "video_id": ["a", "b", "c", "d"],
+        "tags": [["x", "y"], np.array(["z"]), "p|q", None],
+        "duration_s": [1.0, 2.0, 3.0, 4.0],
+        "published_at": pd.to_datetime(["2026-01-01"] * 4, utc=True),
+    })
+    tags = conform(raw, schema).frame["tags"].tolist()
+    assert tags == [["x", "y"], ["z"], ["p", "q"], []]

@@ -1,0 +1,66 @@
+"""Reading and writing contract tables, and publishing a folder all at once or not at all."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipelines.data.contract import conform, videos_schema
+from pipelines.data.io import DataFileError, find_table, publish_folder, read_table, write_table
+
+
+@pytest.fixture
+def videos() -> pd.DataFrame:
+    return pd.DataFrame({
+        "video_id": ["v1", "v2"],
+        "tags": [["drama", "crime"], []],
+        "duration_s": [60.0, 90.5],
+        "published_at": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 00:00"], utc=True),
+    })
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz"])
+def test_round_trip_through_each_format(tmp_path, videos, suffix):
+    path = write_table(videos, tmp_path / f"videos{suffix}")
+    back = conform(read_table(path), videos_schema({"tags": "multi"})).frame
+    pd.testing.assert_frame_equal(back, videos, check_dtype=False)
+    assert find_table(tmp_path, "videos") == path
+
+
+def test_missing_unknown_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(DataFileError, match="events.parquet: no such file"):
+        read_table(tmp_path / "events.parquet")
+    (tmp_path / "events.json").write_text("{}")
+    with pytest.raises(DataFileError, match="events.json: unknown file type"):
+        read_table(tmp_path / "events.json")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataFileError, match="broken.parquet: cannot be read"):
+        read_table(tmp_path / "broken.parquet")
+    with pytest.raises(DataFileError, match="no such file .*table 'users'"):
+        find_table(tmp_path, "users")
+
+
+def test_publish_folder_swaps_in_whole(tmp_path, videos):
+    target = tmp_path / "validated"
+    with publish_folder(target) as scratch:
+        write_table(videos, scratch / "videos.parquet")
+    first = target.resolve()
+    assert (target / "videos.parquet").exists()
+    with publish_folder(target) as scratch:
+        write_table(videos.head(1), scratch / "videos.parquet")
+    assert len(read_table(target / "videos.parquet")) == 1
+    assert not first.exists()  # the old version is cleaned up
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 1
+
+
+def test_publish_folder_leaves_the_old_folder_on_error(tmp_path, videos):
+    target = tmp_path / "validated"
+    with publish_folder(target) as scratch:
+        write_table(videos, scratch / "videos.parquet")
+    with pytest.raises(RuntimeError), publish_folder(target) as scratch:
+        write_table(videos.head(1), scratch / "videos.parquet")
+        raise RuntimeError("crash half-way")
+    assert len(read_table(target / "videos.parquet")) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, target.resolve().name]
+    )

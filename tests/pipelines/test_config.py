@@ -1,0 +1,74 @@
+"""The configuration: SPEC defaults present, overrides layered, bad keys and types named."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, load_config, parse_override
+
+
+def test_defaults_hold_the_spec_values(config):
+    objectives = {objective.name: objective for objective in config.objectives}
+    assert list(objectives) == ["click", "play_time", "like", "share", "dislike"]
+    assert objectives["click"].als.rank == 30 and objectives["click"].als.alpha == 100.0
+    assert objectives["play_time"].als.max_iter == 17
+    assert objectives["like"].als.reg_param == 0.015
+    assert objectives["share"].group == "satisfaction"
+    assert objectives["dislike"].sign == -1 and objectives["dislike"].als.alpha == 10.0
+    assert config.candidates.threshold == 0.65
+    assert config.coordinating.threshold == 0.6
+    assert config.merge.top_n == 20
+    assert config.two_tower.tower_units == [256, 128] and config.two_tower.batch_size == 512
+    assert config.seed == 99 and config.two_tower.max_epochs == 100
+    assert config.dataset.source_window == "30min"
+    assert config.datasets["kuairand"].source_window == "calendar_day"
+    assert config.synthetic.sizes["default"].events == 200_000
+
+
+def test_overrides_layer_over_defaults_and_files(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("merge:\n  top_n: 30\ncandidates:\n  threshold: 0.7\n")
+    config = load_config(mine, ["merge.top_n=40", "data.dataset=kuairand"])
+    assert config.merge.top_n == 40
+    assert config.candidates.threshold == 0.7
+    assert config.candidates.max_per_source == 100  # untouched default
+    assert config.dataset.video_attributes["author_id"] == "single"
+
+
+def test_dataset_gate_block_overrides_the_gate_defaults():
+    assert load_config().gate_settings.duplicate_event_tolerance == 0.0
+    kuairand = load_config(overrides=["data.dataset=kuairand"])
+    assert kuairand.gate_settings.duplicate_event_tolerance == 0.07
+    assert kuairand.gate_settings.future_slack == "1h"
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_override("no-equals-sign")
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("merge.top_nn=3", "merge.top_nn: unknown key"),
+        ("merge.top_n=many", "merge.top_n: expected int"),
+        ("data.dataset=nowhere", "data.dataset: 'nowhere' is not one of"),
+        ("synthetic.size=huge", "synthetic.size: 'huge' is not one of"),
+        ("merge.manual_weights.watch=2.0", "merge.manual_weights"),
+        ("datasets.synthetic.video_attributes.styles=several", "styles: 'several'"),
+    ],
+)
+def test_bad_values_are_named(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(overrides=[override])
+
+
+def test_unreadable_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("merge: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)

@@ -31,7 +31,6 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf workspace mlruns mlartifacts .pytest_cache

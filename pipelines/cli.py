@@ -23,12 +23,21 @@ QUIET_LOGGERS = ("great_expectations", "mlflow", "alembic", "urllib3", "matplotl
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="related-videos", description=__doc__)
     parser.add_argument("-c", "--config", help="a YAML file layered over pipelines/config.yaml")
-    parser.add_argument("-s", "--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override one value, e.g. merge.top_n=30")
+    parser.add_argument(
+        "-s",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. merge.top_n=30",
+    )
     parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME")
     parser.add_argument("--workspace", help="shortcut for --set paths.workspace=DIR")
-    parser.add_argument("--size", help="shortcut for --set synthetic.size=PRESET (toy, small, "
-                        "default, large, xlarge)")
+    parser.add_argument(
+        "--size",
+        help="shortcut for --set synthetic.size=PRESET (toy, small, default, large, xlarge)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("generate", help="make the synthetic data set")
@@ -43,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

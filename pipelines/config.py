@@ -162,9 +162,7 @@ class SyntheticConfig:
     @property
     def preset(self) -> SyntheticSize:
         if self.size not in self.sizes:
-            raise ConfigError(
-                f"synthetic.size: {self.size!r} is not one of {sorted(self.sizes)}"
-            )
+            raise ConfigError(f"synthetic.size: {self.size!r} is not one of {sorted(self.sizes)}")
         return self.sizes[self.size]
 
 
@@ -271,9 +269,7 @@ class Config:
         return [objective.name for objective in self.objectives]
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = ()
-) -> Config:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """The default configuration, then the YAML file at `path`, then `key.sub=value` overrides."""
     raw = _read_yaml(DEFAULT_CONFIG_PATH)
     if path is not None:

@@ -55,9 +55,7 @@ def input_check_frames(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Conformed]]:
     """Conform each table and add the helper columns the suites read: raw values that did not
     parse, ids that reference nothing, and play time relative to the video's duration."""
-    conformed = {
-        name: conform(tables[name], schemas[name], list_separator) for name in schemas
-    }
+    conformed = {name: conform(tables[name], schemas[name], list_separator) for name in schemas}
     frames = {}
     for name, result in conformed.items():
         frame = result.frame.copy()
@@ -92,53 +90,45 @@ def input_suites(
 ) -> dict[str, list]:
     """The expectations of each input table, each carrying table, column and check in `meta`."""
     latest = (now + pd.Timedelta(settings.future_slack)).isoformat()
-    suites: dict[str, list] = {}
+    suites: dict[str, list] = {name: [] for name in schemas}
+
+    def add(kind: type, table: str, about: str | None, check: str, **kwargs) -> None:
+        suites[table].append(_expect(kind, table, about, check, **kwargs))
+
     for name, schema in schemas.items():
-        suite = [_expect(gxe.ExpectTableRowCountToBeBetween, name, None, "table is not empty",
-                         min_value=1)]
+        add(gxe.ExpectTableRowCountToBeBetween, name, None, "table is not empty", min_value=1)
         for column in schema.columns:
             col = column.name
-            suite.append(_expect(gxe.ExpectColumnToExist, name, col, "column is present",
-                                 column=col))
+            add(gxe.ExpectColumnToExist, name, col, "column is present", column=col)
             if not column.nullable:
-                suite.append(_expect(gxe.ExpectColumnValuesToNotBeNull, name, col,
-                                     "value is present", column=col))
+                add(gxe.ExpectColumnValuesToNotBeNull, name, col, "value is present", column=col)
             if column.kind in (TIMESTAMP, FLOAT, INT, FLAG):
-                suite.append(_expect(
-                    gxe.ExpectColumnValuesToBeNull, name, col,
-                    f"value parses as {'a timestamp' if column.kind == TIMESTAMP else 'a number'}",
-                    column=UNPARSEABLE.format(col),
-                ))
+                kind = "a timestamp" if column.kind == TIMESTAMP else "a number"
+                add(gxe.ExpectColumnValuesToBeNull, name, col, f"value parses as {kind}",
+                    column=UNPARSEABLE.format(col))
             if column.kind == TIMESTAMP:
-                suite.append(_expect(gxe.ExpectColumnValuesToBeBetween, name, col,
-                                     "timestamp is not in the future", column=col,
-                                     max_value=latest))
+                add(gxe.ExpectColumnValuesToBeBetween, name, col,
+                    "timestamp is not in the future", column=col, max_value=latest)
         if len(schema.key) == 1:
-            suite.append(_expect(gxe.ExpectColumnValuesToBeUnique, name, schema.key[0],
-                                 "key is unique", column=schema.key[0]))
-        suites[name] = suite
-    suites[VIDEOS].append(_expect(gxe.ExpectColumnValuesToBeBetween, VIDEOS, "duration_s",
-                                  "duration is positive", column="duration_s", min_value=0,
-                                  strict_min=True))
-    events = suites[EVENTS]
-    events.append(_expect(
-        gxe.ExpectCompoundColumnsToBeUnique, EVENTS, ", ".join(schemas[EVENTS].key),
-        "an event is not repeated", column_list=list(schemas[EVENTS].key),
-        mostly=1.0 - settings.duplicate_event_tolerance,
-    ))
+            add(gxe.ExpectColumnValuesToBeUnique, name, schema.key[0], "key is unique",
+                column=schema.key[0])
+
+    add(gxe.ExpectColumnValuesToBeBetween, VIDEOS, "duration_s", "duration is positive",
+        column="duration_s", min_value=0, strict_min=True)
+    key = list(schemas[EVENTS].key)
+    add(gxe.ExpectCompoundColumnsToBeUnique, EVENTS, ", ".join(key), "an event is not repeated",
+        column_list=key, mostly=1.0 - settings.duplicate_event_tolerance)
     for flag in EVENT_FLAGS:
-        events.append(_expect(gxe.ExpectColumnValuesToBeInSet, EVENTS, flag, "flag is 0 or 1",
-                              column=flag, value_set=[0, 1]))
-    events.append(_expect(gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s",
-                          "play time is not negative", column="play_time_s", min_value=0))
-    events.append(_expect(
-        gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s",
+        add(gxe.ExpectColumnValuesToBeInSet, EVENTS, flag, "flag is 0 or 1",
+            column=flag, value_set=[0, 1])
+    add(gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s", "play time is not negative",
+        column="play_time_s", min_value=0)
+    add(gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s",
         f"play time is at most {settings.max_play_ratio:g} x the video's duration",
-        column=PLAY_RATIO, max_value=settings.max_play_ratio,
-    ))
+        column=PLAY_RATIO, max_value=settings.max_play_ratio)
     for column, table in (("video_id", VIDEOS), ("source_video_id", VIDEOS), ("user_id", USERS)):
-        events.append(_expect(gxe.ExpectColumnValuesToBeNull, EVENTS, column,
-                              f"id is known in {table}", column=UNKNOWN.format(column)))
+        add(gxe.ExpectColumnValuesToBeNull, EVENTS, column, f"id is known in {table}",
+            column=UNKNOWN.format(column))
     return suites
 
 
@@ -157,14 +147,18 @@ def run_suites(
     if docs_dir is not None:
         docs_dir = Path(docs_dir)
         shutil.rmtree(docs_dir, ignore_errors=True)
-        context.add_data_docs_site(DOCS_SITE, {
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(docs_dir.resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs",
-                                                          site_names=[DOCS_SITE]))
+        context.add_data_docs_site(
+            DOCS_SITE,
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir.resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     source = context.data_sources.add_pandas(gate)
     definitions, batch_frames = [], {}
     for name, expectations in suites.items():
@@ -172,16 +166,24 @@ def run_suites(
         for expectation in expectations:
             suite.add_expectation(expectation)
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        definitions.append(context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{gate}.{name}", data=batch, suite=suite)))
+        definitions.append(
+            context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{gate}.{name}", data=batch, suite=suite)
+            )
+        )
         batch_frames[name] = frames[name]
     errors, warnings, total = [], [], 0
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
     # Each table is its own batch; a checkpoint takes one dataframe per run.
     for definition, name in zip(definitions, suites, strict=True):
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{gate}.{name}", validation_definitions=[definition], actions=actions,
-            result_format=result_format))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{gate}.{name}",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format=result_format,
+            )
+        )
         outcome = checkpoint.run(batch_parameters={"dataframe": batch_frames[name]})
         for validation in outcome.run_results.values():
             e, w, n = _findings(validation.results, len(batch_frames[name]))
@@ -191,8 +193,9 @@ def run_suites(
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
     report = GateReport(gate, not errors, errors, warnings, total, docs_index)
     if docs_dir is not None:
-        (docs_dir / "gate_result.json").write_text(json.dumps(report.to_dict(), indent=2,
-                                                              default=str))
+        (docs_dir / "gate_result.json").write_text(
+            json.dumps(report.to_dict(), indent=2, default=str)
+        )
     return report
 
 
@@ -227,8 +230,10 @@ def _findings(results: list, row_count: int) -> tuple[list[Finding], list[Findin
             if meta.get("column") in missing and config.type != "expect_column_to_exist":
                 continue
             # A value that does not parse is null once conformed: name it once, as unparseable.
-            if (config.type == "expect_column_values_to_not_be_null"
-                    and unparseable.get(meta.get("column")) == finding.unexpected_count):
+            if (
+                config.type == "expect_column_values_to_not_be_null"
+                and unparseable.get(meta.get("column")) == finding.unexpected_count
+            ):
                 continue
             errors.append(finding)
         elif finding.unexpected_count:
@@ -248,7 +253,8 @@ def run_input_gate(
     the caller may write only if the report succeeded)."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     frames, conformed = input_check_frames(tables, schemas, settings, list_separator)
-    report = run_suites("input", frames, input_suites(schemas, settings, now), docs_dir,
-                        settings.examples)
+    report = run_suites(
+        "input", frames, input_suites(schemas, settings, now), docs_dir, settings.examples
+    )
     log.info("%s", report.summary())
     return report, {name: result.frame for name, result in conformed.items()}

@@ -29,16 +29,23 @@ def run_generate(config: Config, progress: bool = True) -> dict[str, Path]:
         with publish_folder(target) as scratch:
             write_synthetic(data, scratch)
         events = data.events
-        mlflow.log_metrics({
-            "videos": len(data.videos),
-            "users": len(data.users),
-            "events": len(events),
-            "click_rate": float(events["clicked"].mean()),
-            "like_rate": float(events["liked"].mean()),
-            "dislike_rate": float(events["disliked"].mean()),
-            "seconds": time.perf_counter() - started,
-        })
-        log.info("generated %s videos, %s users, %s events in %.1f s -> %s",
-                 f"{len(data.videos):,}", f"{len(data.users):,}", f"{len(events):,}",
-                 time.perf_counter() - started, target)
+        mlflow.log_metrics(
+            {
+                "videos": len(data.videos),
+                "users": len(data.users),
+                "events": len(events),
+                "click_rate": float(events["clicked"].mean()),
+                "like_rate": float(events["liked"].mean()),
+                "dislike_rate": float(events["disliked"].mean()),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        log.info(
+            "generated %s videos, %s users, %s events in %.1f s -> %s",
+            f"{len(data.videos):,}",
+            f"{len(data.users):,}",
+            f"{len(events):,}",
+            time.perf_counter() - started,
+            target,
+        )
         return {name: target / f"{name}.parquet" for name in ("videos", "users", "events")}

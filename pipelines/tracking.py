@@ -28,9 +28,7 @@ def configure(workspace: Path, experiment: str, tracking_uri: str = "") -> str:
     uri = tracking_uri or _ENVIRONMENT_URI or f"sqlite:///{workspace / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(
-            experiment, artifact_location=(workspace / "mlartifacts").as_uri()
-        )
+        mlflow.create_experiment(experiment, artifact_location=(workspace / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     return uri
 

@@ -35,26 +35,35 @@ class Validated:
 def run_validate(config: Config) -> Validated:
     files = workspace.input_files(config)
     docs_dir = workspace.reports_dir(config) / "input_gate"
-    with tracking.step_run("validate", {"dataset": config.data.dataset,
-                                        **{f"{k}_file": v for k, v in files.items()}}):
+    with tracking.step_run(
+        "validate", {"dataset": config.data.dataset, **{f"{k}_file": v for k, v in files.items()}}
+    ):
         started = time.perf_counter()
         tables = {name: read_table(path) for name, path in files.items()}
         if "source_video_id" not in tables[EVENTS].columns:
-            log.info("events have no source_video_id: deriving it (window %s)",
-                     config.dataset.source_window)
+            log.info(
+                "events have no source_video_id: deriving it (window %s)",
+                config.dataset.source_window,
+            )
             tables[EVENTS] = fill_source_video_ids(
-                tables[EVENTS], config.dataset.source_window, config.dataset.timezone)
+                tables[EVENTS], config.dataset.source_window, config.dataset.timezone
+            )
         report, conformed = run_input_gate(
-            tables, schemas_for(config.dataset), config.gate_settings, docs_dir,
+            tables,
+            schemas_for(config.dataset),
+            config.gate_settings,
+            docs_dir,
             config.data.csv_list_separator,
         )
         rows = {name: len(frame) for name, frame in tables.items()}
-        mlflow.log_metrics({
-            **{f"{name}_rows": count for name, count in rows.items()},
-            "gate_failed_expectations": len(report.errors),
-            "gate_warnings": len(report.warnings),
-            "gate_seconds": time.perf_counter() - started,
-        })
+        mlflow.log_metrics(
+            {
+                **{f"{name}_rows": count for name, count in rows.items()},
+                "gate_failed_expectations": len(report.errors),
+                "gate_warnings": len(report.warnings),
+                "gate_seconds": time.perf_counter() - started,
+            }
+        )
         mlflow.log_artifacts(str(docs_dir), artifact_path="input_gate")
         if not report.success:
             mlflow.set_tag("gate", "failed")
@@ -64,7 +73,13 @@ def run_validate(config: Config) -> Validated:
         with publish_folder(target) as scratch:
             for name, frame in conformed.items():
                 write_table(frame, scratch / f"{name}.parquet")
-            write_json({"rows": rows, "sources": {k: str(v) for k, v in files.items()},
-                        "gate": report.to_dict()}, scratch / "manifest.json")
+            write_json(
+                {
+                    "rows": rows,
+                    "sources": {k: str(v) for k, v in files.items()},
+                    "gate": report.to_dict(),
+                },
+                scratch / "manifest.json",
+            )
         log.info("validated %s -> %s", ", ".join(f"{n} {c:,}" for n, c in rows.items()), target)
         return Validated(report, target, rows)

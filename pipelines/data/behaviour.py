@@ -22,8 +22,22 @@ FEATURES = ("bias", "match", "affinity", "quality", "appeal", "taste", "watched"
 SATISFACTION = ("liked", "shared", "watched_half", "disliked", "accidental")
 DAY_S = 86_400.0
 GENRE_NAMES = (
-    "drama", "comedy", "action", "romance", "thriller", "horror", "documentary", "animation",
-    "crime", "fantasy", "scifi", "family", "music", "sports", "history", "reality",
+    "drama",
+    "comedy",
+    "action",
+    "romance",
+    "thriller",
+    "horror",
+    "documentary",
+    "animation",
+    "crime",
+    "fantasy",
+    "scifi",
+    "family",
+    "music",
+    "sports",
+    "history",
+    "reality",
 )
 
 
@@ -63,31 +77,36 @@ def make_audience(
     aud, n, n_genres = config.audience, size.users, config.genres
     age, gender = draw_indices(aud.age_buckets, n, rng), draw_indices(aud.genders, n, rng)
     segment = age * len(aud.genders) + gender
-    segment_taste = rng.dirichlet(np.full(n_genres, aud.segment_concentration),
-                                  size=len(aud.age_buckets) * len(aud.genders))
+    segment_taste = rng.dirichlet(
+        np.full(n_genres, aud.segment_concentration), size=len(aud.age_buckets) * len(aud.genders)
+    )
     preference = rng.standard_gamma(aud.genre_concentration * n_genres * segment_taste[segment])
     preference = np.maximum(preference, np.finfo(float).tiny)
     preference /= preference.sum(axis=1, keepdims=True)
-    activity = rng.lognormal(-aud.activity_sd**2 / 2, aud.activity_sd, n)
+    activity = rng.lognormal(-(aud.activity_sd**2) / 2, aud.activity_sd, n)
     noisy = np.log(activity) + aud.level_noise * rng.standard_normal(n)
     level = 1.0 + np.argsort(np.argsort(noisy)) * aud.levels // n
     taste = rng.normal(0.0, aud.taste_sd, n)
     registered_s = np.round((1.0 - rng.random(n)) * aud.registration_days * DAY_S)
     user_ids = np.array([f"u{i:06d}" for i in range(n)], dtype=object)
-    users = pd.DataFrame({
-        "user_id": user_ids,
-        "age_bucket": np.array(list(aud.age_buckets), dtype=object)[age],
-        "gender": np.array(list(aud.genders), dtype=object)[gender],
-        "level": level,
-        "registered_at": start - pd.to_timedelta(registered_s, unit="s"),
-    })
-    truth = pd.DataFrame({
-        "user_id": user_ids,
-        "favourite_genre": np.array(genre_names(n_genres), dtype=object)[preference.argmax(1)],
-        "genre_preference": list(preference),
-        "activity": activity,
-        "taste": taste,
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "age_bucket": np.array(list(aud.age_buckets), dtype=object)[age],
+            "gender": np.array(list(aud.genders), dtype=object)[gender],
+            "level": level,
+            "registered_at": start - pd.to_timedelta(registered_s, unit="s"),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "favourite_genre": np.array(genre_names(n_genres), dtype=object)[preference.argmax(1)],
+            "genre_preference": list(preference),
+            "activity": activity,
+            "taste": taste,
+        }
+    )
     return users, truth, UserTraits(preference=preference, taste=taste), activity
 
 
@@ -240,9 +259,7 @@ class SlatePolicy(Protocol):
 
     def first_videos(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
 
-    def slate(
-        self, sources: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def slate(self, sources: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(targets, shown), two (sources, slate size) arrays: `shown` marks the impressions."""
         ...
 
@@ -278,8 +295,9 @@ def walk_sessions(
         target = targets.ravel()[shown]
         position = np.tile(np.arange(targets.shape[1]), len(alive))[shown]
         response = model.respond(users[rows], source[rows], target, rng)
-        parts.append(_impressions(rows, target, source[rows], step, position, clock[rows],
-                                  response))
+        parts.append(
+            _impressions(rows, target, source[rows], step, position, clock[rows], response)
+        )
         genuine = np.flatnonzero((response["clicked"] == 1) & (response["accidental"] == 0))
         last = genuine[np.r_[rows[genuine][1:] != rows[genuine][:-1], True][: len(genuine)]]
         source[rows[last]] = target[last]
@@ -295,7 +313,11 @@ def walk_sessions(
 
 def _impressions(sessions, targets, sources, step, position, t_s, response) -> dict:
     return {
-        "session": sessions, "video": targets, "source": sources,
-        "step": np.full(len(targets), step, dtype=np.int16), "position": position.astype(np.int8),
-        "t_s": t_s, **response,
+        "session": sessions,
+        "video": targets,
+        "source": sources,
+        "step": np.full(len(targets), step, dtype=np.int16),
+        "position": position.astype(np.int8),
+        "t_s": t_s,
+        **response,
     }

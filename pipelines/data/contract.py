@@ -63,8 +63,12 @@ def videos_schema(attributes: Mapping[str, str]) -> TableSchema:
     )
     return TableSchema(
         VIDEOS,
-        (Column("video_id", ID), *profile, Column("duration_s", FLOAT),
-         Column("published_at", TIMESTAMP)),
+        (
+            Column("video_id", ID),
+            *profile,
+            Column("duration_s", FLOAT),
+            Column("published_at", TIMESTAMP),
+        ),
         key=("video_id",),
     )
 
@@ -138,9 +142,10 @@ def conform(frame: pd.DataFrame, schema: TableSchema, list_separator: str = "|")
             parsed = pd.to_numeric(raw, errors="coerce")
             out[column.name] = parsed.astype("float64" if column.kind == FLOAT else parsed.dtype)
             unparseable[column.name] = raw[parsed.isna() & raw.notna()]
-    return Conformed(out.reset_index(drop=True), {
-        name: values.reset_index(drop=True) for name, values in unparseable.items()
-    })
+    return Conformed(
+        out.reset_index(drop=True),
+        {name: values.reset_index(drop=True) for name, values in unparseable.items()},
+    )
 
 
 def to_str(values: pd.Series) -> pd.Series:

@@ -52,10 +52,16 @@ def load_kuairand(folder: Path, dataset: DatasetConfig) -> dict[str, pd.DataFram
     log.info(
         "KuaiRand-Pure from %s: %d videos (%d durations imputed), %d users (%d with events), "
         "%d events from %s to %s (%d with a source video, window %s)",
-        folder, len(tables[VIDEOS]), imputed, len(tables[USERS]),
-        tables[EVENTS]["user_id"].nunique(), len(tables[EVENTS]),
-        tables[EVENTS]["ts"].min(), tables[EVENTS]["ts"].max(),
-        int(tables[EVENTS]["source_video_id"].notna().sum()), dataset.source_window,
+        folder,
+        len(tables[VIDEOS]),
+        imputed,
+        len(tables[USERS]),
+        tables[EVENTS]["user_id"].nunique(),
+        len(tables[EVENTS]),
+        tables[EVENTS]["ts"].min(),
+        tables[EVENTS]["ts"].max(),
+        int(tables[EVENTS]["source_video_id"].notna().sum()),
+        dataset.source_window,
     )
     return tables
 
@@ -72,8 +78,10 @@ def write_kuairand(folder_in: Path, dataset: DatasetConfig, folder_out: Path) ->
 
 def _videos(folder: Path, dataset: DatasetConfig) -> tuple[pd.DataFrame, int]:
     attributes = [name for name in dataset.video_attributes if name != "tags"]
-    raw = _read_csv(folder / VIDEO_FILE, ["video_id", *attributes, "tag", "upload_dt",
-                                          "video_duration", "upload_type"])
+    raw = _read_csv(
+        folder / VIDEO_FILE,
+        ["video_id", *attributes, "tag", "upload_dt", "video_duration", "upload_type"],
+    )
     videos = raw[["video_id", *attributes]].copy()
     videos["tags"] = raw["tag"].map(_tag_list)
     videos["duration_s"], imputed = _durations_s(raw)
@@ -82,7 +90,7 @@ def _videos(folder: Path, dataset: DatasetConfig) -> tuple[pd.DataFrame, int]:
 
 
 def _tag_list(value: object) -> list[str]:
-    """"20,43" -> ["20", "43"]; a video without a tag has none."""
+    """ "20,43" -> ["20", "43"]; a video without a tag has none."""
     if pd.isna(value):
         return []
     return [tag.strip() for tag in str(value).split(",") if tag.strip()]
@@ -100,7 +108,9 @@ def _durations_s(raw: pd.DataFrame) -> tuple[pd.Series, int]:
         log.warning(
             "%s: %d videos have no video_duration; imputed the median of their upload_type "
             "(%d of them from the overall median: their type has no duration at all), by type: %s",
-            VIDEO_FILE, int(missing.sum()), int((missing & by_type.isna()).sum()),
+            VIDEO_FILE,
+            int(missing.sum()),
+            int((missing & by_type.isna()).sum()),
             raw.loc[missing, "upload_type"].value_counts(dropna=False).to_dict(),
         )
         duration_ms = duration_ms.fillna(filled)
@@ -119,17 +129,20 @@ def _users(folder: Path, dataset: DatasetConfig, last_day: pd.Timestamp) -> pd.D
 
 
 def _events(folder: Path, source_window: str, timezone: str) -> pd.DataFrame:
-    raw = _read_csv(folder / LOG_FILE, ["user_id", "video_id", "time_ms", "play_time_ms",
-                                        *EVENT_COLUMNS])
+    raw = _read_csv(
+        folder / LOG_FILE, ["user_id", "video_id", "time_ms", "play_time_ms", *EVENT_COLUMNS]
+    )
     # By user then time, a stable sort: the file's own order, repeated rows kept in place.
     raw = raw.iloc[np.lexsort((raw["time_ms"].to_numpy(), raw["user_id"].to_numpy()))]
-    events = pd.DataFrame({
-        "user_id": raw["user_id"],
-        "video_id": raw["video_id"],
-        "ts": pd.to_datetime(raw["time_ms"], unit="ms", utc=True),
-        **{name: raw[column] for column, name in EVENT_COLUMNS.items()},
-        "play_time_s": raw["play_time_ms"] / 1000.0,
-    }).reset_index(drop=True)
+    events = pd.DataFrame(
+        {
+            "user_id": raw["user_id"],
+            "video_id": raw["video_id"],
+            "ts": pd.to_datetime(raw["time_ms"], unit="ms", utc=True),
+            **{name: raw[column] for column, name in EVENT_COLUMNS.items()},
+            "play_time_s": raw["play_time_ms"] / 1000.0,
+        }
+    ).reset_index(drop=True)
     events["source_video_id"] = derive_source_video_ids(events, source_window, timezone)
     return events
 
@@ -158,6 +171,11 @@ def _conformed(frame: pd.DataFrame, schema: TableSchema, source: str) -> pd.Data
     result = conform(frame, schema)
     for column, values in result.unparseable.items():
         if len(values):
-            log.warning("%s: %d values of %s did not parse, e.g. %s",
-                        source, len(values), column, values.head(3).tolist())
+            log.warning(
+                "%s: %d values of %s did not parse, e.g. %s",
+                source,
+                len(values),
+                column,
+                values.head(3).tolist(),
+            )
     return result.frame

@@ -27,8 +27,9 @@ class LoggingPolicy:
         self.by_series = np.argsort(traits.series, kind="stable")
         sorted_series = traits.series[self.by_series]
         self.series_start = np.searchsorted(sorted_series, traits.series, side="left")
-        self.series_size = np.searchsorted(sorted_series, traits.series, side="right") \
-            - self.series_start
+        self.series_size = (
+            np.searchsorted(sorted_series, traits.series, side="right") - self.series_start
+        )
         self.place_in_series = np.empty_like(self.by_series)
         self.place_in_series[self.by_series] = np.arange(len(self.by_series))
         self.blockbusters = np.flatnonzero(catalog.is_blockbuster)
@@ -86,12 +87,14 @@ class LoggingPolicy:
         k = self.config.slate_size
         under = np.repeat(sources, k)
         slot = np.searchsorted(self.slot_cum, rng.random(len(under)), "right")
-        options = np.stack([
-            self.same_series(under, rng),
-            self.in_genre(self.catalog.traits.genre[under], rng),
-            self.blockbuster(len(under), rng),
-            self.anywhere(len(under), rng),
-        ])
+        options = np.stack(
+            [
+                self.same_series(under, rng),
+                self.in_genre(self.catalog.traits.genre[under], rng),
+                self.blockbuster(len(under), rng),
+                self.anywhere(len(under), rng),
+            ]
+        )
         targets = options[np.minimum(slot, len(POLICY_SLOTS) - 1), np.arange(len(under))]
         targets = targets.reshape(len(sources), k)
         shown = targets != sources[:, None]

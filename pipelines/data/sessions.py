@@ -16,9 +16,7 @@ _NS_PER_DAY = 86_400 * 10**9
 log = logging.getLogger(__name__)
 
 
-def derive_source_video_ids(
-    events: pd.DataFrame, window: str, timezone: str = "UTC"
-) -> pd.Series:
+def derive_source_video_ids(events: pd.DataFrame, window: str, timezone: str = "UTC") -> pd.Series:
     """For each event, the `video_id` of the same user's previous event if it lies within
     `window`, else None. Events are ordered by `ts` per user with a stable sort, so events with
     equal timestamps keep their input order. `window` is a pandas offset ("30min": the gap to
@@ -53,9 +51,7 @@ def derive_source_video_ids(
     return pd.Series(aligned, index=events.index, name=SOURCE_COLUMN, dtype=object)
 
 
-def fill_source_video_ids(
-    events: pd.DataFrame, window: str, timezone: str = "UTC"
-) -> pd.DataFrame:
+def fill_source_video_ids(events: pd.DataFrame, window: str, timezone: str = "UTC") -> pd.DataFrame:
     """A copy of `events` whose `source_video_id` is derived when the column is absent or
     entirely null. A column that is partly filled is kept as given: there a null means the event
     had no source (a direct visit), not that the value was lost."""
@@ -65,7 +61,10 @@ def fill_source_video_ids(
     filled[SOURCE_COLUMN] = derive_source_video_ids(filled, window, timezone)
     log.info(
         "derived %s for %d events (window %s): %d have a source",
-        SOURCE_COLUMN, len(filled), window, int(filled[SOURCE_COLUMN].notna().sum()),
+        SOURCE_COLUMN,
+        len(filled),
+        window,
+        int(filled[SOURCE_COLUMN].notna().sum()),
     )
     return filled
 

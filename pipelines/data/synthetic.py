@@ -60,9 +60,16 @@ def generate(
     log.info(
         "synthetic world (seed %d): %d videos (%d in series, %d blockbusters, %d cold), "
         "%d users (%d churned), %d events (asked %d), %d sessions",
-        seed, len(catalog.videos), catalog.truth["series_id"].notna().sum(),
-        catalog.is_blockbuster.sum(), catalog.is_cold.sum(), len(users),
-        (state["churn_day"] >= 0).sum(), len(events), size.events, state["sessions"].sum(),
+        seed,
+        len(catalog.videos),
+        catalog.truth["series_id"].notna().sum(),
+        catalog.is_blockbuster.sum(),
+        catalog.is_cold.sum(),
+        len(users),
+        (state["churn_day"] >= 0).sum(),
+        len(events),
+        size.events,
+        state["sessions"].sum(),
     )
     truth = {"videos": catalog.truth, "users": user_truth, "events": event_truth}
     return SyntheticData(catalog.videos, users, events, truth)
@@ -76,23 +83,30 @@ def write_synthetic(data: SyntheticData, folder: Path) -> dict[str, Path]:
         write_table(frame, folder / "truth" / f"{name}.parquet")
     return {
         name: write_table(frame, folder / f"{name}.parquet")
-        for name, frame in (("videos", data.videos), ("users", data.users),
-                            ("events", data.events))
+        for name, frame in (("videos", data.videos), ("users", data.users), ("events", data.events))
     }
 
 
 def simulate_days(
-    config: SyntheticConfig, size: SyntheticSize, catalog: Catalog, activity: np.ndarray,
-    model: BehaviourModel, rng: np.random.Generator, progress: bool,
+    config: SyntheticConfig,
+    size: SyntheticSize,
+    catalog: Catalog,
+    activity: np.ndarray,
+    model: BehaviourModel,
+    rng: np.random.Generator,
+    progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Day by day: users who have not left start sessions (Poisson, by activity, steered towards
     the size's events), walk them, then update their satisfaction and may leave for good."""
     params, n_users = config.sessions, len(activity)
     policy = LoggingPolicy(config, catalog, model.users.preference)
     state = {
-        "churn_day": np.full(n_users, -1), "sessions": np.zeros(n_users, dtype=int),
+        "churn_day": np.full(n_users, -1),
+        "sessions": np.zeros(n_users, dtype=int),
         "satisfaction": np.full(n_users, config.behaviour.satisfaction_prior),
-        "score": np.zeros(n_users), "clicks": np.zeros(n_users), "busy_until": np.zeros(n_users),
+        "score": np.zeros(n_users),
+        "clicks": np.zeros(n_users),
+        "busy_until": np.zeros(n_users),
     }
     parts, events, sessions = [], 0, 0
     per_session = params.initial_events_per_session
@@ -116,12 +130,14 @@ def simulate_days(
         score = np.bincount(walked["user"][clicked], walked["satisfaction"][clicked], n_users)
         clicks = np.bincount(walked["user"][clicked], minlength=n_users)
         seen, memory = clicks > 0, config.behaviour.satisfaction_memory
-        state["satisfaction"][seen] = (memory * state["satisfaction"][seen]
-                                       + (1.0 - memory) * score[seen] / clicks[seen])
+        state["satisfaction"][seen] = (
+            memory * state["satisfaction"][seen] + (1.0 - memory) * score[seen] / clicks[seen]
+        )
         state["score"] += score
         state["clicks"] += clicks
         leaving = (state["churn_day"] < 0) & (
-            rng.random(n_users) < model.churn_probability(state["satisfaction"]))
+            rng.random(n_users) < model.churn_probability(state["satisfaction"])
+        )
         state["churn_day"][leaving] = day
         state["sessions"] += np.bincount(walked["user"][walked["step"] == 0], minlength=n_users)
         events, sessions = events + len(walked["video"]), sessions + len(users)
@@ -129,8 +145,14 @@ def simulate_days(
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, state
 
 
-def _session_starts(users: np.ndarray, lengths: np.ndarray, day: int, busy_until: np.ndarray,
-                    params, rng: np.random.Generator) -> np.ndarray:
+def _session_starts(
+    users: np.ndarray,
+    lengths: np.ndarray,
+    day: int,
+    busy_until: np.ndarray,
+    params,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Start times (seconds from the log's start) of a day's sessions, `users` sorted: a user's
     sessions follow one another with pauses and never overlap, not even across days."""
     n = len(users)
@@ -139,8 +161,10 @@ def _session_starts(users: np.ndarray, lengths: np.ndarray, day: int, busy_until
     head = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     stride = lengths + pause[0]
     before = np.cumsum(stride) - stride
-    opening = np.maximum(day * DAY_S + rng.random(n) * params.first_session_hours * 3600.0,
-                         busy_until[users] + pause[1])
+    opening = np.maximum(
+        day * DAY_S + rng.random(n) * params.first_session_hours * 3600.0,
+        busy_until[users] + pause[1],
+    )
     starts = opening[head] + before - before[head]
     last = np.r_[first[1:], True] if n else first
     busy_until[users[last]] = starts[last] + lengths[last]
@@ -162,12 +186,27 @@ def _event_frames(
         "video_id": video_ids[walked["video"][order]],
     }
     ts = pd.to_datetime(start.value + milliseconds[order] * 1_000_000, utc=True)
-    events = pd.DataFrame({**key, "source_video_id": source_ids, "ts": ts, **{
-        name: walked[name][order].astype(np.float64 if name == "play_time_s" else np.int64)
-        for name in EVENT_COLUMNS
-    }})
-    truth = pd.DataFrame({**key, "ts": ts, **{
-        name: walked[name][order].astype(np.int64 if name == "accidental" else walked[name].dtype)
-        for name in ("session", "step", "position", "match", "accidental", "satisfaction")
-    }})
+    events = pd.DataFrame(
+        {
+            **key,
+            "source_video_id": source_ids,
+            "ts": ts,
+            **{
+                name: walked[name][order].astype(np.float64 if name == "play_time_s" else np.int64)
+                for name in EVENT_COLUMNS
+            },
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            **key,
+            "ts": ts,
+            **{
+                name: walked[name][order].astype(
+                    np.int64 if name == "accidental" else walked[name].dtype
+                )
+                for name in ("session", "step", "position", "match", "accidental", "satisfaction")
+            },
+        }
+    )
     return events, truth.rename(columns={"session": "session_id"})

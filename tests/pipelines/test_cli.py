@@ -41,13 +41,17 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
     experiment = client.get_experiment_by_name("related-videos")
     runs = client.search_runs([experiment.experiment_id])
     parent = next(run for run in runs if run.info.run_name == "pipeline")
-    children = {run.info.run_name: run for run in runs
-                if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {
+        run.info.run_name: run
+        for run in runs
+        if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
     assert set(children) == {"generate", "validate"}
     assert children["validate"].data.metrics["events_rows"] == len(events)
     assert children["validate"].data.tags["gate"] == "passed"
-    artifacts = [a.path for a in client.list_artifacts(children["validate"].info.run_id,
-                                                       "input_gate")]
+    artifacts = [
+        a.path for a in client.list_artifacts(children["validate"].info.run_id, "input_gate")
+    ]
     assert "input_gate/index.html" in artifacts
 
 
@@ -68,8 +72,14 @@ def test_a_failed_gate_exits_3_and_says_what_failed(tmp_path, capsys, toy_tables
 @pytest.mark.kuairand
 @pytest.mark.slow
 def test_kuairand_ingest_then_validate(tmp_path, kuairand_dir, capsys):
-    common = ["--workspace", str(tmp_path), "--dataset", "kuairand",
-              "--set", f"paths.kuairand={kuairand_dir}"]
+    common = [
+        "--workspace",
+        str(tmp_path),
+        "--dataset",
+        "kuairand",
+        "--set",
+        f"paths.kuairand={kuairand_dir}",
+    ]
     assert main([*common, "ingest"]) == 0
     assert main([*common, "validate"]) == 0
     out = capsys.readouterr().out

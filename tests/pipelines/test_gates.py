@@ -35,8 +35,15 @@ def test_suites_follow_the_data_sets_configured_columns():
 
 
 def test_a_finding_reads_as_a_sentence():
-    finding = Finding("events", "clicked", "flag is 0 or 1", "expect_column_values_to_be_in_set",
-                      unexpected_count=3, row_count=1000, examples=[2, -1, 7])
+    finding = Finding(
+        "events",
+        "clicked",
+        "flag is 0 or 1",
+        "expect_column_values_to_be_in_set",
+        unexpected_count=3,
+        row_count=1000,
+        examples=[2, -1, 7],
+    )
     assert finding.describe() == (
         "events.clicked: flag is 0 or 1 [expect_column_values_to_be_in_set]: "
         "3 of 1,000 rows (0.30%), e.g. 2, -1, 7"
@@ -46,6 +53,10 @@ def test_a_finding_reads_as_a_sentence():
 def test_the_gates_import_in_a_plain_python_c_process():
     # With pyspark lacking its connect extras, importing Great Expectations from `python -c`
     # made pyspark call sys.exit(0) silently; the pinned extras prevent it.
-    done = subprocess.run([sys.executable, "-c", "import pipelines.gates; print('imported')"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", "import pipelines.gates; print('imported')"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "imported" in done.stdout, done.stderr

@@ -16,8 +16,13 @@ from pipelines.gate_report import GateFailed, GateReport
 from pipelines.validate import run_validate
 
 
-def _config(tmp_path: Path, tables: dict[str, pd.DataFrame], suffix: str = ".parquet",
-            dataset: str = "synthetic", extra: tuple[str, ...] = ()):
+def _config(
+    tmp_path: Path,
+    tables: dict[str, pd.DataFrame],
+    suffix: str = ".parquet",
+    dataset: str = "synthetic",
+    extra: tuple[str, ...] = (),
+):
     folder = tmp_path / "input"
     overrides = [f"paths.workspace={tmp_path / 'workspace'}", f"data.dataset={dataset}", *extra]
     for name, frame in tables.items():
@@ -26,8 +31,12 @@ def _config(tmp_path: Path, tables: dict[str, pd.DataFrame], suffix: str = ".par
     return load_config(overrides=overrides)
 
 
-def _reject(tmp_path: Path, tables: dict[str, pd.DataFrame], suffix: str = ".parquet",
-            extra: tuple[str, ...] = ()) -> GateReport:
+def _reject(
+    tmp_path: Path,
+    tables: dict[str, pd.DataFrame],
+    suffix: str = ".parquet",
+    extra: tuple[str, ...] = (),
+) -> GateReport:
     """Run the step on corrupted tables: it must fail, leave data docs and write nothing."""
     config = _config(tmp_path, tables, suffix, extra=extra)
     with pytest.raises(GateFailed) as failure:
@@ -80,8 +89,9 @@ def test_events_without_source_video_id_get_it_derived(tmp_path, toy_tables):
 def test_duplicates_within_the_data_sets_tolerance_pass_as_a_warning(tmp_path, toy_tables):
     events = toy_tables["events"]
     toy_tables["events"] = pd.concat([events, events.head(10)], ignore_index=True)
-    config = _config(tmp_path, toy_tables,
-                     extra=("datasets.synthetic.gate.duplicate_event_tolerance=0.05",))
+    config = _config(
+        tmp_path, toy_tables, extra=("datasets.synthetic.gate.duplicate_event_tolerance=0.05",)
+    )
     validated = run_validate(config)
     assert [f.check for f in validated.report.warnings] == ["an event is not repeated"]
     assert validated.report.warnings[0].unexpected_count == 20  # both copies of each repeat
@@ -132,8 +142,9 @@ def test_rejects_a_repeated_user_id(tmp_path, toy_tables):
 
 def test_rejects_a_null_key(tmp_path, toy_tables):
     toy_tables["events"].loc[5, "user_id"] = None
-    _named(_reject(tmp_path, toy_tables), "events", "user_id",
-           "expect_column_values_to_not_be_null")
+    _named(
+        _reject(tmp_path, toy_tables), "events", "user_id", "expect_column_values_to_not_be_null"
+    )
 
 
 def test_rejects_a_duration_that_is_not_positive(tmp_path, toy_tables):
@@ -156,8 +167,12 @@ def test_rejects_an_unparseable_timestamp(tmp_path, toy_tables):
 
 def test_rejects_a_registration_in_the_future(tmp_path, toy_tables):
     toy_tables["users"].loc[0, "registered_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta("30D")
-    _named(_reject(tmp_path, toy_tables), "users", "registered_at",
-           "expect_column_values_to_be_between")
+    _named(
+        _reject(tmp_path, toy_tables),
+        "users",
+        "registered_at",
+        "expect_column_values_to_be_between",
+    )
 
 
 def test_rejects_an_event_in_the_future(tmp_path, toy_tables):
@@ -165,7 +180,8 @@ def test_rejects_an_event_in_the_future(tmp_path, toy_tables):
     report = _reject(tmp_path, toy_tables)
     _named(report, "events", "ts", "expect_column_values_to_be_between")
     assert next(f for f in report.errors if f.column == "ts").check == (
-        "timestamp is not in the future")
+        "timestamp is not in the future"
+    )
 
 
 def test_rejects_a_flag_that_is_not_0_or_1(tmp_path, toy_tables):
@@ -187,8 +203,9 @@ def test_rejects_a_flag_that_is_not_a_number(tmp_path, toy_tables):
 def test_rejects_a_negative_play_time(tmp_path, toy_tables):
     toy_tables["events"].loc[0, "play_time_s"] = -3.0
     report = _reject(tmp_path, toy_tables)
-    assert any(f.column == "play_time_s" and f.check == "play time is not negative"
-               for f in report.errors)
+    assert any(
+        f.column == "play_time_s" and f.check == "play time is not negative" for f in report.errors
+    )
 
 
 def test_rejects_a_play_time_absurdly_above_the_duration(tmp_path, toy_tables):
@@ -216,24 +233,35 @@ def test_rejects_an_event_by_an_unknown_user(tmp_path, toy_tables):
 
 def test_rejects_an_unknown_source_video(tmp_path, toy_tables):
     toy_tables["events"].loc[3, "source_video_id"] = "v-ghost"
-    _named(_reject(tmp_path, toy_tables), "events", "source_video_id",
-           "expect_column_values_to_be_null")
+    _named(
+        _reject(tmp_path, toy_tables),
+        "events",
+        "source_video_id",
+        "expect_column_values_to_be_null",
+    )
 
 
 def test_rejects_repeated_events(tmp_path, toy_tables):
     events = toy_tables["events"]
-    toy_tables["events"] = pd.concat([events, events.sample(5, random_state=1)],
-                                     ignore_index=True)
-    _named(_reject(tmp_path, toy_tables), "events", "user_id, video_id, ts",
-           "expect_compound_columns_to_be_unique")
+    toy_tables["events"] = pd.concat([events, events.sample(5, random_state=1)], ignore_index=True)
+    _named(
+        _reject(tmp_path, toy_tables),
+        "events",
+        "user_id, video_id, ts",
+        "expect_compound_columns_to_be_unique",
+    )
 
 
 def test_rejects_a_user_feature_that_is_not_a_number(tmp_path, toy_tables):
     users = toy_tables["users"].astype({"level": object})
     users.loc[0, "level"] = "gold"
     toy_tables["users"] = users
-    _named(_reject(tmp_path, toy_tables, suffix=".csv"), "users", "level",
-           "expect_column_values_to_be_null")
+    _named(
+        _reject(tmp_path, toy_tables, suffix=".csv"),
+        "users",
+        "level",
+        "expect_column_values_to_be_null",
+    )
 
 
 def test_every_failure_is_reported_at_once(tmp_path, toy_tables):

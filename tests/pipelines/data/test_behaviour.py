@@ -37,8 +37,12 @@ def _respond(model, target, seed=0, **kwargs):
 def test_match_ranks_series_over_genre_over_unrelated(model):
     match = model.match(np.array([0, 0, 0, -1]), np.array([1, 2, 3, 1]))
     weights = model.params.match
-    assert match.tolist() == [weights["same_series"], weights["same_genre"], weights["other"],
-                              weights["no_source"]]
+    assert match.tolist() == [
+        weights["same_series"],
+        weights["same_genre"],
+        weights["other"],
+        weights["no_source"],
+    ]
     assert match[0] > match[1] > match[2]
 
 
@@ -122,19 +126,30 @@ class _FixedSlate:
 
 def test_a_session_walks_from_a_clicked_video_to_the_slate_under_it(model, config):
     params = config.synthetic.sessions
-    walked = walk_sessions(model, _FixedSlate(), np.zeros(500, dtype=int), params,
-                           np.random.default_rng(3))
+    walked = walk_sessions(
+        model, _FixedSlate(), np.zeros(500, dtype=int), params, np.random.default_rng(3)
+    )
     first = walked["step"] == 0
     assert (walked["source"][first] == -1).all() and (walked["source"][~first] >= 0).all()
     assert walked["step"].max() <= params.max_steps
     assert (walked["t_s"] <= walked["end_s"][walked["session"]]).all()
     genuine = (walked["clicked"] == 1) & (walked["accidental"] == 0)
-    watched = {(s, step, v) for s, step, v in zip(
-        walked["session"][genuine | first], walked["step"][genuine | first],
-        walked["video"][genuine | first], strict=True)}
-    for session, step, source, t_s in zip(walked["session"][~first], walked["step"][~first],
-                                          walked["source"][~first], walked["t_s"][~first],
-                                          strict=True):
+    watched = {
+        (s, step, v)
+        for s, step, v in zip(
+            walked["session"][genuine | first],
+            walked["step"][genuine | first],
+            walked["video"][genuine | first],
+            strict=True,
+        )
+    }
+    for session, step, source, t_s in zip(
+        walked["session"][~first],
+        walked["step"][~first],
+        walked["source"][~first],
+        walked["t_s"][~first],
+        strict=True,
+    ):
         assert (session, step - 1, source) in watched
         assert t_s > 0
     # never the source itself, and a slate shows a video once

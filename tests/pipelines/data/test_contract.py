@@ -24,18 +24,20 @@ def test_video_schema_follows_the_configured_attributes(config):
 
 
 def test_conform_casts_csv_strings_and_reports_what_does_not_parse():
-    raw = pd.DataFrame({
-        "user_id": ["1", "2", "3"],
-        "video_id": ["10", "11", "12"],
-        "source_video_id": [None, "10", None],
-        "ts": ["2026-01-05T10:00:00Z", "2026-01-05 11:00", "yesterday-ish"],
-        "clicked": ["1", "0", "one"],
-        "play_time_s": ["3.5", "0", "7"],
-        "liked": ["0", "0", "0"],
-        "shared": ["0", "0", "0"],
-        "disliked": ["0", "0", "0"],
-        "extra": ["x", "y", "z"],
-    })
+    raw = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3"],
+            "video_id": ["10", "11", "12"],
+            "source_video_id": [None, "10", None],
+            "ts": ["2026-01-05T10:00:00Z", "2026-01-05 11:00", "yesterday-ish"],
+            "clicked": ["1", "0", "one"],
+            "play_time_s": ["3.5", "0", "7"],
+            "liked": ["0", "0", "0"],
+            "shared": ["0", "0", "0"],
+            "disliked": ["0", "0", "0"],
+            "extra": ["x", "y", "z"],
+        }
+    )
     result = conform(raw, EVENTS_SCHEMA)
     frame = result.frame
     assert list(frame.columns) == EVENTS_SCHEMA.names  # extra column dropped
@@ -60,11 +62,13 @@ def test_ids_keep_one_spelling_whatever_the_file_type():
 
 def test_list_attributes_from_lists_arrays_and_separated_strings():
     schema = videos_schema({"tags": "multi"})
-    raw = pd.DataFrame({
-        "video_id": ["a", "b", "c", "d"],
-        "tags": [["x", "y"], np.array(["z"]), "p|q", None],
-        "duration_s": [1.0, 2.0, 3.0, 4.0],
-        "published_at": pd.to_datetime(["2026-01-01"] * 4, utc=True),
-    })
+    raw = pd.DataFrame(
+        {
+            "video_id": ["a", "b", "c", "d"],
+            "tags": [["x", "y"], np.array(["z"]), "p|q", None],
+            "duration_s": [1.0, 2.0, 3.0, 4.0],
+            "published_at": pd.to_datetime(["2026-01-01"] * 4, utc=True),
+        }
+    )
     tags = conform(raw, schema).frame["tags"].tolist()
     assert tags == [["x", "y"], ["z"], ["p", "q"], []]

@@ -11,12 +11,14 @@ from pipelines.data.io import DataFileError, find_table, publish_folder, read_ta
 
 @pytest.fixture
 def videos() -> pd.DataFrame:
-    return pd.DataFrame({
-        "video_id": ["v1", "v2"],
-        "tags": [["drama", "crime"], []],
-        "duration_s": [60.0, 90.5],
-        "published_at": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 00:00"], utc=True),
-    })
+    return pd.DataFrame(
+        {
+            "video_id": ["v1", "v2"],
+            "tags": [["drama", "crime"], []],
+            "duration_s": [60.0, 90.5],
+            "published_at": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 00:00"], utc=True),
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz"])

@@ -102,7 +102,10 @@ def test_profile_attributes(tables):
     assert videos.at["0", "music_type"] == "9"  # 9.0 in the file
     assert videos["music_type"].isna().sum() == 203
     assert videos.loc["0", ["author_id", "music_id", "upload_type", "video_type"]].tolist() == [
-        "7349781", "9155697141", "LongImport", "NORMAL",
+        "7349781",
+        "9155697141",
+        "LongImport",
+        "NORMAL",
     ]
     assert videos.at["0", "published_at"] == pd.Timestamp("2022-04-10", tz="UTC")
 
@@ -163,7 +166,9 @@ def test_sources_never_cross_a_day_or_a_user(tables):
 def test_write_kuairand_round_trips(tables, tmp_path):
     paths = write_kuairand(FOLDER, DATASET, tmp_path)
     assert {name: path.name for name, path in paths.items()} == {
-        VIDEOS: "videos.parquet", USERS: "users.parquet", EVENTS: "events.parquet",
+        VIDEOS: "videos.parquet",
+        USERS: "users.parquet",
+        EVENTS: "events.parquet",
     }
     schemas = schemas_for(DATASET)
     for name, path in paths.items():
@@ -190,12 +195,15 @@ def _tiny_folder(folder: Path, video_rows: list[str], log_header: str = LOG_HEAD
 
 
 def test_missing_durations_take_the_median_of_their_upload_type(tmp_path, caplog):
-    folder = _tiny_folder(tmp_path, [
-        "1,7,NORMAL,2022-04-10,Web,10000,5,9.0,\"1,2\"",
-        "2,7,NORMAL,2022-04-10,Web,30000,5,,3",
-        "3,7,NORMAL,2022-04-10,Web,,5,,",
-        "4,7,NORMAL,2022-04-10,PictureSet,,5,1.0,4",  # no PictureSet has one: overall median
-    ])
+    folder = _tiny_folder(
+        tmp_path,
+        [
+            '1,7,NORMAL,2022-04-10,Web,10000,5,9.0,"1,2"',
+            "2,7,NORMAL,2022-04-10,Web,30000,5,,3",
+            "3,7,NORMAL,2022-04-10,Web,,5,,",
+            "4,7,NORMAL,2022-04-10,PictureSet,,5,1.0,4",  # no PictureSet has one: overall median
+        ],
+    )
     videos = load_kuairand(folder, DATASET)[VIDEOS]
     assert videos["duration_s"].tolist() == [10.0, 30.0, 20.0, 20.0]
     assert videos["tags"].tolist() == [["1", "2"], ["3"], [], ["4"]]

@@ -43,22 +43,26 @@ def test_first_event_of_a_user_has_no_source():
 
 
 def test_a_gap_longer_than_the_window_starts_a_new_session():
-    events = _events([
-        ("u1", "a", "2026-01-05 10:00"),
-        ("u1", "b", "2026-01-05 10:30"),  # exactly 30 minutes: same session
-        ("u1", "c", "2026-01-05 11:00:01"),  # 30 minutes and a second: a new one
-        ("u1", "d", "2026-01-05 11:10"),
-    ])
+    events = _events(
+        [
+            ("u1", "a", "2026-01-05 10:00"),
+            ("u1", "b", "2026-01-05 10:30"),  # exactly 30 minutes: same session
+            ("u1", "c", "2026-01-05 11:00:01"),  # 30 minutes and a second: a new one
+            ("u1", "d", "2026-01-05 11:10"),
+        ]
+    )
     assert derive_source_video_ids(events, "30min").tolist() == [None, "a", None, "c"]
 
 
 def test_calendar_day_links_the_same_utc_date_only():
-    events = _events([
-        ("u1", "a", "2026-01-05 00:10"),
-        ("u1", "b", "2026-01-05 23:50"),  # 23h40 later, same date
-        ("u1", "c", "2026-01-06 00:05"),  # 15 minutes later, next date
-        ("u1", "d", "2026-01-06 09:00"),
-    ])
+    events = _events(
+        [
+            ("u1", "a", "2026-01-05 00:10"),
+            ("u1", "b", "2026-01-05 23:50"),  # 23h40 later, same date
+            ("u1", "c", "2026-01-06 00:05"),  # 15 minutes later, next date
+            ("u1", "d", "2026-01-06 09:00"),
+        ]
+    )
     assert derive_source_video_ids(events, "calendar_day").tolist() == [None, "a", None, "c"]
     assert derive_source_video_ids(events, "30min").tolist() == [None, None, "b", None]
 
@@ -70,13 +74,15 @@ def test_calendar_day_is_the_utc_date_whatever_the_input_timezone():
 
 
 def test_interleaved_users_do_not_share_sessions():
-    events = _events([
-        ("u1", "a", "2026-01-05 10:00"),
-        ("u2", "x", "2026-01-05 10:01"),
-        ("u1", "b", "2026-01-05 10:02"),
-        ("u2", "y", "2026-01-05 10:03"),
-        ("u3", "z", "2026-01-05 10:04"),
-    ])
+    events = _events(
+        [
+            ("u1", "a", "2026-01-05 10:00"),
+            ("u2", "x", "2026-01-05 10:01"),
+            ("u1", "b", "2026-01-05 10:02"),
+            ("u2", "y", "2026-01-05 10:03"),
+            ("u3", "z", "2026-01-05 10:04"),
+        ]
+    )
     assert derive_source_video_ids(events, "30min").tolist() == [None, None, "a", "x", None]
 
 
@@ -96,11 +102,13 @@ def test_unsorted_input_is_ordered_by_time_and_the_result_follows_the_input_inde
 
 
 def test_equal_timestamps_keep_their_input_order():
-    events = _events([
-        ("u1", "a", "2026-01-05 10:00"),
-        ("u1", "c", "2026-01-05 10:05"),
-        ("u1", "b", "2026-01-05 10:00"),  # ties with "a" and comes after it in the input
-    ])
+    events = _events(
+        [
+            ("u1", "a", "2026-01-05 10:00"),
+            ("u1", "c", "2026-01-05 10:05"),
+            ("u1", "b", "2026-01-05 10:00"),  # ties with "a" and comes after it in the input
+        ]
+    )
     assert derive_source_video_ids(events, "30min").tolist() == [None, "b", "a"]
 
 
@@ -110,11 +118,13 @@ def test_a_repeated_row_gets_its_twin_as_source():
 
 
 def test_missing_timestamps_neither_get_nor_give_a_source():
-    events = _events([
-        ("u1", "a", "2026-01-05 10:00"),
-        ("u1", "b", "2026-01-05 10:05"),
-        ("u1", "c", "not a time"),
-    ])
+    events = _events(
+        [
+            ("u1", "a", "2026-01-05 10:00"),
+            ("u1", "b", "2026-01-05 10:05"),
+            ("u1", "c", "not a time"),
+        ]
+    )
     assert derive_source_video_ids(events, "30min").tolist() == [None, "a", None]
 
 
@@ -141,12 +151,14 @@ def test_matches_a_plain_loop_on_random_logs(window):
     rng = np.random.default_rng(7)
     n = 3000
     start = pd.Timestamp("2026-01-05", tz="UTC").value
-    events = pd.DataFrame({
-        "user_id": rng.integers(0, 60, n).astype(str),
-        "video_id": rng.integers(0, 200, n).astype(str),
-        # minute resolution over four days: many ties, gaps of every size, midnight crossings
-        "ts": pd.to_datetime(start + rng.integers(0, 4 * 24 * 60, n) * 60 * 10**9, utc=True),
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 60, n).astype(str),
+            "video_id": rng.integers(0, 200, n).astype(str),
+            # minute resolution over four days: many ties, gaps of every size, midnight crossings
+            "ts": pd.to_datetime(start + rng.integers(0, 4 * 24 * 60, n) * 60 * 10**9, utc=True),
+        }
+    )
     expected = _reference(events, window)
     assert derive_source_video_ids(events, window).tolist() == expected
     # the same log already sorted by user and time takes the no-sort path: same answer per row
@@ -177,8 +189,13 @@ def test_fill_keeps_a_given_column_with_its_nulls():
 
 def test_calendar_day_starts_at_local_midnight():
     # 23:30 UTC on the 1st and 00:30 UTC on the 2nd: two UTC days, one Beijing day (UTC+8).
-    events = _events([("u", "a", "2026-01-01T23:30:00Z"), ("u", "b", "2026-01-02T00:30:00Z"),
-                      ("u", "c", "2026-01-02T16:30:00Z")])
+    events = _events(
+        [
+            ("u", "a", "2026-01-01T23:30:00Z"),
+            ("u", "b", "2026-01-02T00:30:00Z"),
+            ("u", "c", "2026-01-02T16:30:00Z"),
+        ]
+    )
     assert derive_source_video_ids(events, "calendar_day").tolist() == [None, None, "b"]
     beijing = derive_source_video_ids(events, "calendar_day", "Asia/Shanghai")
     assert beijing.tolist() == [None, "a", None]  # 16:30 UTC is 00:30 the next Beijing day

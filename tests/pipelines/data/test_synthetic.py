@@ -28,9 +28,14 @@ def _genuine(world) -> pd.Series:
 
 def _cosines(videos: pd.DataFrame) -> np.ndarray:
     """Cosine of the multi-hot profiles (every value of every attribute), video by video."""
-    rows = [{f"{column}={value}" for column in PROFILE
-             for value in (getattr(row, column) if column != "video_type"
-                           else [row.video_type])} for row in videos.itertuples()]
+    rows = [
+        {
+            f"{column}={value}"
+            for column in PROFILE
+            for value in (getattr(row, column) if column != "video_type" else [row.video_type])
+        }
+        for row in videos.itertuples()
+    ]
     vocabulary = {value: i for i, value in enumerate(sorted(set().union(*rows)))}
     hot = np.zeros((len(rows), len(vocabulary)))
     for i, values in enumerate(rows):
@@ -40,6 +45,7 @@ def _cosines(videos: pd.DataFrame) -> np.ndarray:
 
 
 # --- determinism and size ---------------------------------------------------------------------
+
 
 def test_same_seed_same_world_other_seed_other_world(config, toy_world):
     toy = config.synthetic.sizes["toy"]
@@ -61,6 +67,7 @@ def test_sizes_are_met(config, size):
 
 
 # --- the contract -------------------------------------------------------------------------------
+
 
 def test_tables_are_already_in_contract_types(config, toy_world):
     schemas = contract.schemas_for(config.datasets["synthetic"])
@@ -92,8 +99,12 @@ def test_keys_references_and_values_are_valid(config, toy_world):
     assert (users["registered_at"] < start).all()
     published = events["video_id"].map(videos.set_index("video_id")["published_at"])
     assert (events["ts"] > published).all()
-    assert all(len(styles) and len(actors) and len(tags) for styles, actors, tags in zip(
-        videos["styles"], videos["actors"], videos["tags"], strict=True))
+    assert all(
+        len(styles) and len(actors) and len(tags)
+        for styles, actors, tags in zip(
+            videos["styles"], videos["actors"], videos["tags"], strict=True
+        )
+    )
 
 
 def test_written_tables_read_back_the_same(config, toy_world, tmp_path):
@@ -104,8 +115,7 @@ def test_written_tables_read_back_the_same(config, toy_world, tmp_path):
         read = contract.conform(read_table(path), schemas[name]).frame
         pd.testing.assert_frame_equal(read, getattr(toy_world, name))
     for name in toy_world.truth:
-        assert len(read_table(tmp_path / "truth" / f"{name}.parquet")) == len(
-            toy_world.truth[name])
+        assert len(read_table(tmp_path / "truth" / f"{name}.parquet")) == len(toy_world.truth[name])
 
 
 def test_truth_is_aligned_with_the_data(config, toy_world):
@@ -125,6 +135,7 @@ def test_truth_is_aligned_with_the_data(config, toy_world):
 
 # --- sessions and source_video_id ------------------------------------------------------------
 
+
 def test_source_is_an_earlier_watch_in_the_same_session(toy_world):
     events, truth = toy_world.events, toy_world.truth["events"]
     log = events.assign(session=truth["session_id"], step=truth["step"])
@@ -132,7 +143,8 @@ def test_source_is_an_earlier_watch_in_the_same_session(toy_world):
     assert (log["source_video_id"].isna() == (log["step"] == 0)).all()
     assert log["source_video_id"].notna().mean() > 0.5
     watched = log[_genuine(toy_world)][["session", "video_id", "ts"]].rename(
-        columns={"video_id": "source_video_id", "ts": "watched_at"})
+        columns={"video_id": "source_video_id", "ts": "watched_at"}
+    )
     shown = log[log["source_video_id"].notna()].reset_index()
     pairs = shown.merge(watched, on=["session", "source_video_id"], how="left")
     earlier = (pairs["watched_at"] < pairs["ts"]).groupby(pairs["index"]).any()
@@ -141,13 +153,17 @@ def test_source_is_an_earlier_watch_in_the_same_session(toy_world):
 
 def test_a_users_sessions_do_not_overlap(toy_world):
     log = toy_world.events.assign(session=toy_world.truth["events"]["session_id"])
-    spans = log.groupby(["user_id", "session"])["ts"].agg(["min", "max"]).sort_values(
-        ["user_id", "min"])
+    spans = (
+        log.groupby(["user_id", "session"])["ts"]
+        .agg(["min", "max"])
+        .sort_values(["user_id", "min"])
+    )
     following = spans.groupby(level="user_id")["min"].shift(-1)
     assert (following.dropna() > spans["max"][following.notna()]).all()
 
 
 # --- the planted structure ---------------------------------------------------------------------
+
 
 def test_videos_of_one_series_share_their_profile(toy_world):
     cosine = _cosines(toy_world.videos)
@@ -206,13 +222,16 @@ def test_likes_follow_the_series_and_dislikes_the_mismatch(busy_world):
     target_series = shown["video_id"].map(series)
     same = target_series.notna() & (target_series == shown["source_video_id"].map(series))
     unrelated = shown["video_id"].map(truth["genre"]) != shown["source_video_id"].map(
-        truth["genre"])
+        truth["genre"]
+    )
     assert same.sum() > 1000 and unrelated.sum() > 1000
     for flag in ("clicked", "liked", "shared"):
         assert shown.loc[same, flag].mean() > 2 * shown.loc[unrelated, flag].mean(), flag
     genuine = _genuine(busy_world)[shown.index]
-    assert (shown.loc[same & genuine, "disliked"].mean()
-            < 0.5 * shown.loc[unrelated & genuine, "disliked"].mean())
+    assert (
+        shown.loc[same & genuine, "disliked"].mean()
+        < 0.5 * shown.loc[unrelated & genuine, "disliked"].mean()
+    )
 
 
 def test_satisfied_users_retain_more(config, busy_world):
@@ -220,11 +239,15 @@ def test_satisfied_users_retain_more(config, busy_world):
     events, truth = busy_world.events, busy_world.truth["events"]
     days = config.synthetic.retention_days
     cut_off = pd.Timestamp(config.synthetic.start_date, tz="UTC") + pd.Timedelta(
-        days=BUSY.days - days)
+        days=BUSY.days - days
+    )
     before = (events["ts"] < cut_off) & (events["clicked"] == 1)
     after = events["ts"].between(cut_off, cut_off + pd.Timedelta(days=days), inclusive="left")
-    satisfaction = truth.loc[before, "satisfaction"].groupby(events.loc[before, "user_id"]).agg(
-        ["mean", "size"])
+    satisfaction = (
+        truth.loc[before, "satisfaction"]
+        .groupby(events.loc[before, "user_id"])
+        .agg(["mean", "size"])
+    )
     satisfaction = satisfaction.loc[satisfaction["size"] >= 5, "mean"]
     retained = satisfaction.index.isin(events.loc[after, "user_id"].unique())
     tercile = pd.qcut(satisfaction.rank(method="first"), 3, labels=False).to_numpy()

@@ -34,9 +34,10 @@ from pipelines.gate_report import Finding, GateReport
 
 log = logging.getLogger(__name__)
 
-UNPARSEABLE = "__unparseable__{}"
-UNKNOWN = "__unknown__{}"
-PLAY_RATIO = "__play_ratio"
+# Helper columns the suites read, named so that the data docs read plainly.
+UNPARSEABLE = "{} (values that do not parse)"
+UNKNOWN = "{} (ids not known)"
+PLAY_RATIO = "play_time_s / duration_s"
 DOCS_SITE = "gate_docs"
 
 
@@ -256,5 +257,9 @@ def run_input_gate(
     report = run_suites(
         "input", frames, input_suites(schemas, settings, now), docs_dir, settings.examples
     )
-    log.info("%s", report.summary())
+    log.info(
+        "input gate %s: %d expectations, %d failed, %d within tolerance",
+        "passed" if report.success else "FAILED",
+        report.expectations, len(report.errors), len(report.warnings),
+    )
     return report, {name: result.frame for name, result in conformed.items()}

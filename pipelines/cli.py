@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import Config, ConfigError, load_config
 from pipelines.data.io import DataFileError
 from pipelines.gate_report import GateFailed
 
@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_libraries)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     overrides = list(args.overrides)
@@ -79,7 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DATA
 
 
-def _run(command: str, config) -> int:
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Libraries' chatter below WARNING stays out of the log (they reset their own levels)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(QUIET_LOGGERS)
+
+
+def _run(command: str, config: Config) -> int:
     # Imported here so that `--help` and configuration errors answer without loading MLflow,
     # Great Expectations and TensorFlow.
     from pipelines import tracking

@@ -80,6 +80,8 @@ def _plain(value: object) -> object:
     """Examples as JSON-friendly plain values (timestamps as ISO strings)."""
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     if hasattr(value, "item"):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.config import DatasetConfig
+
 VIDEOS, USERS, EVENTS = "videos", "users", "events"
 TABLES = (VIDEOS, USERS, EVENTS)
 
@@ -104,8 +106,8 @@ EVENTS_SCHEMA = TableSchema(
 )
 
 
-def schemas_for(dataset) -> dict[str, TableSchema]:
-    """The three schemas for a data set's configuration (`pipelines.config.DatasetConfig`)."""
+def schemas_for(dataset: DatasetConfig) -> dict[str, TableSchema]:
+    """The three schemas for a data set's configuration."""
     return {
         VIDEOS: videos_schema(dataset.video_attributes),
         USERS: users_schema(dataset.user_categorical, dataset.user_numeric),

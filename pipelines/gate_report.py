@@ -44,6 +44,7 @@ class GateReport:
     warnings: list[Finding]
     expectations: int
     docs_index: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # table -> the file it was read from
 
     def summary(self) -> str:
         head = (
@@ -54,6 +55,9 @@ class GateReport:
         lines = [head]
         lines += [f"  x {finding.describe()}" for finding in self.errors]
         lines += [f"  ! {finding.describe()} (within tolerance)" for finding in self.warnings]
+        for table in dict.fromkeys(f.table for f in self.errors + self.warnings):
+            if table in self.sources:
+                lines.append(f"  {table}: {self.sources[table]}")
         if self.docs_index is not None:
             lines.append(f"  data docs: {self.docs_index}")
         return "\n".join(lines)
@@ -63,6 +67,7 @@ class GateReport:
             "gate": self.gate,
             "success": self.success,
             "expectations": self.expectations,
+            "sources": self.sources,
             "errors": [asdict(f) | {"examples": _plain(f.examples)} for f in self.errors],
             "warnings": [asdict(f) | {"examples": _plain(f.examples)} for f in self.warnings],
         }

@@ -139,6 +139,7 @@ def run_suites(
     suites: Mapping[str, list],
     docs_dir: Path | None,
     examples: int = 5,
+    sources: Mapping[str, object] | None = None,
 ) -> GateReport:
     """Validate each frame against its suite in one Great Expectations checkpoint; optionally
     build the HTML data docs into `docs_dir` (replacing what was there)."""
@@ -192,7 +193,8 @@ def run_suites(
             warnings += w
             total += n
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
-    report = GateReport(gate, not errors, errors, warnings, total, docs_index)
+    report = GateReport(gate, not errors, errors, warnings, total, docs_index,
+                        {name: str(path) for name, path in (sources or {}).items()})
     if docs_dir is not None:
         (docs_dir / "gate_result.json").write_text(
             json.dumps(report.to_dict(), indent=2, default=str)
@@ -249,14 +251,15 @@ def run_input_gate(
     docs_dir: Path | None = None,
     list_separator: str = "|",
     now: pd.Timestamp | None = None,
+    sources: Mapping[str, object] | None = None,
 ) -> tuple[GateReport, dict[str, pd.DataFrame]]:
-    """Run the input gate over raw tables; return the report and the conformed tables (which
-    the caller may write only if the report succeeded)."""
+    """Run the input gate over raw tables (read from `sources`, the files the report names);
+    return the report and the conformed tables, which the caller may write only if the report
+    succeeded."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     frames, conformed = input_check_frames(tables, schemas, settings, list_separator)
-    report = run_suites(
-        "input", frames, input_suites(schemas, settings, now), docs_dir, settings.examples
-    )
+    suites = input_suites(schemas, settings, now)
+    report = run_suites("input", frames, suites, docs_dir, settings.examples, sources)
     log.info(
         "input gate %s: %d expectations, %d failed, %d within tolerance",
         "passed" if report.success else "FAILED",

@@ -54,6 +54,7 @@ def run_validate(config: Config) -> Validated:
             config.gate_settings,
             docs_dir,
             config.data.csv_list_separator,
+            sources=files,
         )
         rows = {name: len(frame) for name, frame in tables.items()}
         mlflow.log_metrics(

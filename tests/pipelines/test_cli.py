@@ -66,6 +66,7 @@ def test_a_failed_gate_exits_3_and_says_what_failed(tmp_path, capsys, toy_tables
     assert code == EXIT_GATE
     assert "input gate FAILED" in err and "events.shared: flag is 0 or 1" in err
     assert "e.g. 9" in err and "Nothing was written downstream." in err
+    assert f"events: {tmp_path / 'input' / 'events.csv'}" in err  # the file is named too
     assert not (tmp_path / "workspace/data/synthetic/validated").exists()
 
 

@@ -259,6 +259,11 @@ def run_input_gate(
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     frames, conformed = input_check_frames(tables, schemas, settings, list_separator)
     suites = input_suites(schemas, settings, now)
+    log.info(
+        "input gate: checking %s against %d expectations",
+        ", ".join(f"{name} {len(frame):,} rows" for name, frame in frames.items()),
+        sum(len(suite) for suite in suites.values()),
+    )
     report = run_suites("input", frames, suites, docs_dir, settings.examples, sources)
     log.info(
         "input gate %s: %d expectations, %d failed, %d within tolerance",

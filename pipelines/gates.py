@@ -51,7 +51,6 @@ def _expect(kind: type, table: str, about: str | None, check: str, **kwargs) -> 
 def input_check_frames(
     tables: Mapping[str, pd.DataFrame],
     schemas: Mapping[str, TableSchema],
-    settings: GateSettings,
     list_separator: str = "|",
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Conformed]]:
     """Conform each table and add the helper columns the suites read: raw values that did not
@@ -257,7 +256,7 @@ def run_input_gate(
     return the report and the conformed tables, which the caller may write only if the report
     succeeded."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    frames, conformed = input_check_frames(tables, schemas, settings, list_separator)
+    frames, conformed = input_check_frames(tables, schemas, list_separator)
     suites = input_suites(schemas, settings, now)
     log.info(
         "input gate: checking %s against %d expectations",

@@ -140,11 +140,35 @@ def run_suites(
     examples: int = 5,
     sources: Mapping[str, object] | None = None,
 ) -> GateReport:
-    """Validate each frame against its suite in one Great Expectations checkpoint; optionally
-    build the HTML data docs into `docs_dir` (replacing what was there)."""
+    """Validate each frame against its suite (one checkpoint per table: a checkpoint takes one
+    dataframe per run); optionally build the HTML data docs into `docs_dir` once, at the end,
+    replacing what was there."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
-    actions = []
+    source = context.data_sources.add_pandas(gate)
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
+    errors, warnings, total = [], [], 0
+    for name, expectations in suites.items():
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{name}"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{gate}.{name}", data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{gate}.{name}",
+                validation_definitions=[definition],
+                result_format=result_format,
+            )
+        )
+        outcome = checkpoint.run(batch_parameters={"dataframe": frames[name]})
+        for validation in outcome.run_results.values():
+            e, w, n = _findings(validation.results, len(frames[name]))
+            errors += e
+            warnings += w
+            total += n
     if docs_dir is not None:
         docs_dir = Path(docs_dir)
         shutil.rmtree(docs_dir, ignore_errors=True)
@@ -159,38 +183,7 @@ def run_suites(
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
-    source = context.data_sources.add_pandas(gate)
-    definitions, batch_frames = [], {}
-    for name, expectations in suites.items():
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{name}"))
-        for expectation in expectations:
-            suite.add_expectation(expectation)
-        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        definitions.append(
-            context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{gate}.{name}", data=batch, suite=suite)
-            )
-        )
-        batch_frames[name] = frames[name]
-    errors, warnings, total = [], [], 0
-    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
-    # Each table is its own batch; a checkpoint takes one dataframe per run.
-    for definition, name in zip(definitions, suites, strict=True):
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{gate}.{name}",
-                validation_definitions=[definition],
-                actions=actions,
-                result_format=result_format,
-            )
-        )
-        outcome = checkpoint.run(batch_parameters={"dataframe": batch_frames[name]})
-        for validation in outcome.run_results.values():
-            e, w, n = _findings(validation.results, len(batch_frames[name]))
-            errors += e
-            warnings += w
-            total += n
+        context.build_data_docs(site_names=[DOCS_SITE])
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
     report = GateReport(gate, not errors, errors, warnings, total, docs_index,
                         {name: str(path) for name, path in (sources or {}).items()})

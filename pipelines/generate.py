@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 
 from pipelines import tracking, workspace
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.data.io import publish_folder
 from pipelines.data.synthetic import generate, write_synthetic
 
@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def run_generate(config: Config, progress: bool = True) -> dict[str, Path]:
+    if config.data.dataset != "synthetic":
+        raise ConfigError(f"data.dataset: generate makes 'synthetic', not {config.data.dataset!r}")
     size = config.synthetic.preset
     params = {"size": config.synthetic.size, "seed": config.seed, **dataclasses.asdict(size)}
     with tracking.step_run("generate", params):

@@ -34,3 +34,16 @@ lint: install
 
 clean:
 	rm -rf workspace mlruns mlartifacts .pytest_cache
+
+# Benchmarks print figures and assert no timings. A new one: a bench-NAME target on bench-install,
+# listed under bench.
+.PHONY: bench bench-install bench-candidates
+
+bench: bench-candidates
+
+bench-install: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[spark,dev,bench]'
+	$(PY) -m pip check
+
+bench-candidates: bench-install
+	$(PY) -m benchmarks.bench_candidates

@@ -1,7 +1,8 @@
 """The command line: `related-videos [--config F] [--set key=value ...] COMMAND`.
 
-Commands are the steps (generate, ingest, validate), `main` (the chain) and `demo` (the chain on
-the embedded defaults, then where to look next). Known failures print a message, not a trace.
+Commands are the steps (generate, ingest, validate, features, candidates, train), `main` (the
+chain) and `demo` (the chain on the embedded defaults, then where to look next). Known failures
+print a message, not a trace.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Sequence
 
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.data.io import DataFileError
+from pipelines.feature_store import FeatureStoreError
 from pipelines.gate_report import GateFailed
 
 EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
-QUIET_LOGGERS = ("great_expectations", "mlflow", "alembic", "urllib3", "matplotlib")
+QUIET_LOGGERS = ("great_expectations", "mlflow", "alembic", "urllib3", "matplotlib", "feast")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("generate", help="make the synthetic data set")
     commands.add_parser("ingest", help="bring KuaiRand-Pure to the contract (--dataset kuairand)")
     commands.add_parser("validate", help="run the input gate; write the validated tables")
+    commands.add_parser("features", help="publish video profiles and user features to Feast")
+    commands.add_parser("candidates", help="stage 1: content-gated candidate pairs")
+    commands.add_parser("train", help="stage 2: coordinating network, ALS and two-tower models")
     commands.add_parser("main", help="the whole chain as one MLflow parent run")
     commands.add_parser("demo", help="the whole chain on the embedded defaults")
     return parser
@@ -77,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(failure.report.summary(), file=sys.stderr)
         print("Nothing was written downstream.", file=sys.stderr)
         return EXIT_GATE
-    except (DataFileError, ValueError) as error:
+    except (DataFileError, FeatureStoreError, ValueError) as error:
         logging.getLogger(__name__).debug("the error in full", exc_info=True)  # with --verbose
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DATA
@@ -92,9 +97,12 @@ def _run(command: str, config: Config) -> int:
     # Imported here so that `--help` and configuration errors answer without loading MLflow,
     # Great Expectations and TensorFlow.
     from pipelines import tracking
+    from pipelines.candidates import run_candidates
+    from pipelines.features import run_features
     from pipelines.generate import run_generate
     from pipelines.ingest import run_ingest
     from pipelines.main import run_main
+    from pipelines.train import run_train
     from pipelines.validate import run_validate
 
     for name in QUIET_LOGGERS:  # the libraries set their own levels when imported
@@ -116,7 +124,36 @@ def _run(command: str, config: Config) -> int:
         validated = run_validate(config)
         print(validated.report.summary())
         print(f"validated tables: {validated.folder}")
+    elif command == "features":
+        features = run_features(config)
+        print(f"feature repo: {features.repo} (cd there and run `feast ui`)")
+    elif command == "candidates":
+        candidates = run_candidates(config)
+        print(_candidates_line(candidates))
+    elif command == "train":
+        print(_trained_lines(run_train(config)))
     return 0
+
+
+def _trained_lines(trained) -> str:
+    routing = trained.routing
+    lines = ["stage 2 trained (registered model: version; seconds):"]
+    for name, version in trained.versions.items():
+        lines.append(f"  {name:<22} v{version}")
+    for name, seconds in trained.seconds.items():
+        routed = ""
+        if name in routing.index:
+            routed = f", {routing.loc[name, 'routed_share']:.0%} of its positives routed"
+        lines.append(f"  {name:<22} {seconds:6.1f} s{routed}")
+    return "\n".join(lines)
+
+
+def _candidates_line(candidates) -> str:
+    summary = candidates.summary
+    return (
+        f"candidate pairs: {candidates.path} ({int(summary['pairs']):,} pairs, "
+        f"{summary['coverage']:.1%} of videos have at least one)"
+    )
 
 
 def _print_next_steps(config, result) -> None:
@@ -125,6 +162,9 @@ def _print_next_steps(config, result) -> None:
     print(f"""
 Demo finished: {rows} passed the input gate.
   validated tables : {result.validated.folder}
+  feature repo     : {result.features.repo}  (cd there: feast ui)
+  {_candidates_line(result.candidates)}
+{_trained_lines(result.trained)}
   gate data docs   : {result.validated.report.docs_index}
   MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
                      (parent run {result.run_id})

@@ -214,6 +214,18 @@ class TwoTowerConfig:
     early_stopping_patience: int
     validation_share: float
     negatives_per_positive: int
+    one_hot_max_tokens: int
+    initial_cosine_scale: float
+    sgd_momentum: float
+    id_dropout: float
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    als_engine: str
+    holdout_share: float
+    min_positives: int
+    spark_master: str
 
 
 @dataclass(frozen=True)
@@ -246,6 +258,7 @@ class Config:
     candidates: CandidatesConfig
     coordinating: CoordinatingConfig
     two_tower: TwoTowerConfig
+    training: TrainingConfig
     merge: MergeConfig
     weights: WeightsConfig
     evaluation: EvaluationConfig
@@ -297,6 +310,10 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     unknown = set(config.merge.manual_weights) - set(names)
     if unknown:
         raise ConfigError(f"merge.manual_weights: {sorted(unknown)} are not objectives {names}")
+    if config.training.als_engine not in ("implicit", "spark"):
+        raise ConfigError(
+            f"training.als_engine: {config.training.als_engine!r} is not implicit or spark"
+        )
     config.synthetic.preset  # noqa: B018  (validates synthetic.size)
     return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
 

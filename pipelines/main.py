@@ -1,6 +1,7 @@
-"""The whole chain as one parent MLflow run: bring the data (generate or ingest), then gate it.
-
-Later stages (features, candidates, train, merge, evaluate, promote, publish) join this chain.
+"""The whole chain as one parent MLflow run: bring the data (generate or ingest), gate it,
+publish the features to Feast, find the candidate pairs (stage 1), then train the coordinating
+network and the per-objective models (stage 2). Later stages (merge, evaluate, promote, publish)
+join this chain.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import mlflow
 import yaml
 
 from pipelines import tracking
+from pipelines.candidates import Candidates, run_candidates
 from pipelines.config import Config
+from pipelines.features import Features, run_features
 from pipelines.generate import run_generate
 from pipelines.ingest import run_ingest
+from pipelines.train import Trained, run_train
 from pipelines.validate import Validated, run_validate
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,9 @@ class PipelineResult:
     run_id: str
     tracking_uri: str
     validated: Validated
+    features: Features
+    candidates: Candidates
+    trained: Trained
 
 
 def run_main(config: Config, progress: bool = True) -> PipelineResult:
@@ -38,4 +45,7 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
         elif dataset == "kuairand":
             run_ingest(config)
         validated = run_validate(config)
-        return PipelineResult(parent.info.run_id, uri, validated)
+        features = run_features(config)
+        candidates = run_candidates(config, progress=progress)
+        trained = run_train(config, progress=progress)
+        return PipelineResult(parent.info.run_id, uri, validated, features, candidates, trained)

@@ -17,6 +17,11 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# numpy may have started OpenBLAS before the variable above was set: limit it directly as well.
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(1, "blas")
+
 
 @pytest.fixture(scope="session")
 def config():
@@ -44,12 +49,26 @@ def toy_tables(toy_world) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory, config):
+def mlflow_store(tmp_path_factory, config, request):
     """One MLflow SQLite store for the session; every step run in the tests logs into it."""
     from pipelines import tracking
 
     folder = tmp_path_factory.mktemp("mlflow")
-    return tracking.configure(folder, config.mlflow.experiment)
+    uri = tracking.configure(folder, config.mlflow.experiment)
+    request.session._mlflow_store = (folder, config.mlflow.experiment)
+    return uri
+
+
+@pytest.fixture(autouse=True)
+def _tracking_back_to_the_session_store(request):
+    """A test that points MLflow elsewhere (the CLI tests configure their own workspace) must
+    not leave later tests logging to, or reading from, its store."""
+    yield
+    store = request.session.__dict__.get("_mlflow_store")
+    if store is not None:
+        from pipelines import tracking
+
+        tracking.configure(store[0], store[1])
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +78,64 @@ def kuairand_dir(config) -> Path:
     if not (folder / "log_standard_4_25_to_4_30_pure.csv.gz").exists():
         pytest.skip(f"KuaiRand-Pure is not at {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def toy_pipeline(tmp_path_factory, toy_world, mlflow_store):
+    """The toy world through validate, features (Feast) and candidates in one workspace, once;
+    later steps' tests start from it."""
+    from types import SimpleNamespace
+
+    from pipelines import workspace
+    from pipelines.candidates import run_candidates
+    from pipelines.config import load_config
+    from pipelines.data.synthetic import write_synthetic
+    from pipelines.features import run_features
+    from pipelines.validate import run_validate
+
+    root = tmp_path_factory.mktemp("toy_pipeline")
+    config = load_config(overrides=[f"paths.workspace={root}", "synthetic.size=toy"])
+    write_synthetic(toy_world, workspace.raw_dir(config))
+    validated = run_validate(config)
+    features = run_features(config)
+    candidates = run_candidates(config, progress=False)
+    return SimpleNamespace(
+        config=config,
+        world=toy_world,
+        validated=validated,
+        features=features,
+        candidates=candidates,
+    )
+
+
+# Small enough to train in seconds; the defaults are exercised by `make demo`.
+SMALL_MODELS = (
+    "coordinating.hidden_units=[16, 8]",
+    "coordinating.folds=2",
+    "coordinating.epochs=3",
+    "two_tower.tower_units=[32, 16]",
+    "two_tower.embedding_dim=8",
+    "two_tower.max_epochs=3",
+    "two_tower.batch_size=128",
+)
+
+
+@pytest.fixture(scope="session")
+def toy_trained(toy_pipeline):
+    """Stage 2 trained once on the toy pipeline, with small networks."""
+    from types import SimpleNamespace
+
+    from pipelines.config import load_config
+    from pipelines.train import run_train
+
+    overrides = [
+        f"paths.workspace={toy_pipeline.config.paths.workspace}",
+        "synthetic.size=toy",
+        # 3,000 events are too few for the network to be sure: route more, so that every
+        # objective gets its models.
+        "coordinating.threshold=0.3",
+        "training.min_positives=3",
+    ]
+    config = load_config(overrides=[*overrides, *SMALL_MODELS])
+    trained = run_train(config, progress=False)
+    return SimpleNamespace(config=config, trained=trained, pipeline=toy_pipeline)

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.cli import EXIT_CONFIG, EXIT_DATA, EXIT_GATE, main
 from pipelines.data.io import read_table, write_table
+from tests.conftest import SMALL_MODELS
 
 
 def test_help_answers(capsys):
@@ -31,10 +32,13 @@ def test_missing_input_names_the_file(tmp_path, capsys):
 
 def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
     workspace = tmp_path / "workspace"
-    code = main(["--workspace", str(workspace), "--size", "toy", "demo"])
+    small = [item for override in SMALL_MODELS for item in ("--set", override)]
+    code = main(["--workspace", str(workspace), "--size", "toy", *small, "demo"])
     out = capsys.readouterr().out
     assert code == 0
     assert "input gate passed" in out and "mlflow ui --backend-store-uri" in out
+    assert "candidate pairs:" in out and "feast ui" in out
+    assert "coordinating-network" in out and "two-tower-click" in out  # what each took
     events = read_table(workspace / "data/synthetic/validated/events.parquet")
     assert len(events) > 1000
     client = MlflowClient(f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
@@ -46,7 +50,13 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
         for run in runs
         if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
-    assert set(children) == {"generate", "validate"}
+    assert set(children) == {"generate", "validate", "features", "candidates", "train"}
+    models = [
+        run.info.run_name
+        for run in runs
+        if run.data.tags.get("mlflow.parentRunId") == children["train"].info.run_id
+    ]
+    assert "coordinating-network" in models and "als-click" in models
     assert children["validate"].data.metrics["events_rows"] == len(events)
     assert children["validate"].data.tags["gate"] == "passed"
     artifacts = [

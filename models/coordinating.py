@@ -1,0 +1,411 @@
+"""Stage 2's coordinating network (CN): a multi-label classifier of which objectives an event is a
+positive of, its out-of-fold predictions, and the routing of positives with p_k > t to objective k.
+
+Inputs are user features, the video's profile (a mean-pooled embedding bag over its active
+profile columns) and numeric event context; never a label or the play time labels derive from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import KFold
+
+log = logging.getLogger(__name__)
+
+LABELS = ("clicked", "watched_half", "liked", "shared", "disliked")
+# Columns a label is computed from: none of them may ever be an input.
+FORBIDDEN_FEATURES = frozenset(LABELS) | {"play_time_s"}
+MISSING = "<missing>"
+PREDICT_BATCH = 8192  # throughput only: predictions do not depend on it
+
+# (objective name, label) pairs, e.g. ("play_time", "watched_half").
+Objectives = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class CoordinatingParams:
+    hidden_units: Sequence[int]
+    folds: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    threshold: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class CoordinatingInputs:
+    """Which columns of `events` are features; `n_columns` is the width of the video profile."""
+
+    user_categorical: Sequence[str]
+    user_numeric: Sequence[str]
+    context_numeric: Sequence[str]
+    n_columns: int
+
+    def __post_init__(self) -> None:
+        named = {*self.user_categorical, *self.user_numeric, *self.context_numeric}
+        leaking = sorted(named & FORBIDDEN_FEATURES)
+        if leaking:
+            raise ValueError(f"coordinating network: {leaking} are labels, never features")
+        if not self.numeric:
+            raise ValueError("coordinating network: at least one numeric feature is needed")
+
+    @property
+    def numeric(self) -> list[str]:
+        return [*self.user_numeric, *self.context_numeric]
+
+
+def objective_labels(events: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    """int8 0/1 per objective name; watched_half = clicked and played >= half the duration."""
+    clicked = events["clicked"].fillna(0).to_numpy() == 1
+    derived = {
+        "clicked": clicked,
+        "watched_half": clicked & (events["play_time_s"] >= events["duration_s"] / 2).to_numpy(),
+        **{name: events[name].fillna(0).to_numpy() == 1 for name in LABELS[2:]},
+    }
+    unknown = sorted({label for _, label in objectives} - set(derived))
+    if unknown:
+        raise ValueError(f"unknown objective labels {unknown}; known: {list(LABELS)}")
+    return pd.DataFrame(
+        {name: derived[label].astype(np.int8) for name, label in objectives}, index=events.index
+    )
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Vocabularies and standardization, fit on training rows only (see `fit_final`)."""
+
+    spec: CoordinatingInputs
+    vocabularies: dict[str, list[str]]
+    means: dict[str, float]
+    stds: dict[str, float]
+
+    @classmethod
+    def fit(cls, events: pd.DataFrame, spec: CoordinatingInputs) -> FeatureEncoder:
+        vocabularies = {c: sorted(set(_strings(events[c]))) for c in spec.user_categorical}
+        values = events[spec.numeric].astype(float)
+        stds = values.std(ddof=0).fillna(0.0)
+        return cls(
+            spec,
+            vocabularies,
+            values.mean().fillna(0.0).to_dict(),
+            stds.where(stds > 0, 1.0).to_dict(),
+        )
+
+    @property
+    def n_categorical_ids(self) -> int:
+        # 0 is padding; each column has its own unknown id before its vocabulary.
+        return 1 + sum(len(v) + 1 for v in self.vocabularies.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": {k: getattr(self.spec, k) for k in CoordinatingInputs.__dataclass_fields__},
+            "vocabularies": self.vocabularies,
+            "means": self.means,
+            "stds": self.stds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureEncoder:
+        return cls(
+            CoordinatingInputs(**data["spec"]),
+            *(data[k] for k in ("vocabularies", "means", "stds")),
+        )
+
+
+@dataclass(frozen=True)
+class FeatureArrays:
+    categorical: np.ndarray  # int32 (n, categorical columns): ids in one shared table
+    numeric: np.ndarray  # float32 (n, 2 * numeric columns): standardized values, missing flags
+    profile: np.ndarray  # int32 (n, longest profile): active profile column + 1, 0 pads
+    encoder: FeatureEncoder
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        named = {"numeric": self.numeric, "profile": self.profile}
+        return {"categorical": self.categorical, **named} if self.categorical.shape[1] else named
+
+
+def encode_features(
+    events: pd.DataFrame, spec: CoordinatingInputs, encoder: FeatureEncoder | None = None
+) -> FeatureArrays:
+    """The network's inputs for `events`; fits a new encoder on `events` unless one is given."""
+    encoder = encoder or FeatureEncoder.fit(events, spec)
+    n, codes, offset = len(events), [], 1
+    for column, vocabulary in encoder.vocabularies.items():
+        position = pd.Index(vocabulary).get_indexer(_strings(events[column]))
+        codes.append(offset + 1 + position)  # unknown (-1) lands on the column's unknown id
+        offset += len(vocabulary) + 1
+    categorical = np.stack(codes, axis=1) if codes else np.zeros((n, 0), dtype=np.int32)
+    values = events[spec.numeric].astype(float)
+    missing = values.isna()
+    scaled = ((values - pd.Series(encoder.means)) / pd.Series(encoder.stds)).fillna(0.0)
+    numeric = np.hstack([scaled.to_numpy(), missing.to_numpy(float)])
+    return FeatureArrays(
+        categorical.astype(np.int32),
+        numeric.astype(np.float32),
+        _padded_profiles(events["profile_indices"], spec.n_columns),
+        encoder,
+    )
+
+
+@keras.saving.register_keras_serializable(package="related_videos")
+class EmbeddingBag(keras.layers.Layer):
+    """Sum or mean of the embeddings of the non-zero ids of each row (0 pads): a Dense layer on
+    a multi-hot vector without ever building the dense matrix."""
+
+    def __init__(self, input_dim: int, output_dim: int, pooling: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim, self.output_dim, self.pooling = input_dim, output_dim, pooling
+
+    def build(self, input_shape) -> None:
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim), initializer="glorot_uniform", name="embeddings"
+        )
+
+    def call(self, ids):
+        mask = ops.expand_dims(ops.cast(ops.greater(ids, 0), self.compute_dtype), -1)
+        pooled = ops.sum(ops.take(self.embeddings, ids, axis=0) * mask, axis=1)
+        if self.pooling == "mean":
+            pooled = pooled / ops.maximum(ops.sum(mask, axis=1), 1.0)
+        return pooled
+
+    def get_config(self) -> dict:
+        names = ("input_dim", "output_dim", "pooling")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
+
+
+@keras.saving.register_keras_serializable(package="related_videos")
+class BalancedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy over k sigmoid outputs, positives of output j weighted by
+    `positive_weights[j]` (n_neg / n_pos): Keras' sample_weight cannot weight per output."""
+
+    def __init__(self, positive_weights: Sequence[float], name: str = "balanced_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.positive_weights = [float(w) for w in positive_weights]
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        p = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        weights = ops.convert_to_tensor(self.positive_weights, dtype=y_pred.dtype)
+        terms = weights * y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p)
+        return -ops.mean(terms, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "positive_weights": self.positive_weights}
+
+
+def build_network(
+    encoder: FeatureEncoder,
+    n_objectives: int,
+    hidden_units: Sequence[int],
+    positive_weights: Sequence[float],
+    learning_rate: float,
+) -> keras.Model:
+    """Hidden relu layers, then one Dense(k, sigmoid) head. The first hidden layer is a Dense on
+    [one-hot user categories, numeric features, mean-pooled profile multi-hot], built as a sum
+    of a Dense and two embedding bags of its width."""
+    first, *rest = hidden_units
+    numeric = keras.Input((2 * len(encoder.spec.numeric),), name="numeric")
+    profile = keras.Input((None,), dtype="int32", name="profile")
+    inputs = [numeric, profile]
+    parts = [
+        keras.layers.Dense(first, name="hidden_1_numeric")(numeric),
+        EmbeddingBag(encoder.spec.n_columns + 1, first, name="hidden_1_profile")(profile),
+    ]
+    if encoder.vocabularies:
+        categorical = keras.Input((len(encoder.vocabularies),), dtype="int32", name="categorical")
+        inputs.append(categorical)
+        bag = EmbeddingBag(encoder.n_categorical_ids, first, "sum", name="hidden_1_categorical")
+        parts.append(bag(categorical))
+    hidden = keras.layers.Activation("relu", name="hidden_1")(keras.layers.Add()(parts))
+    for i, units in enumerate(rest, start=2):
+        hidden = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(hidden)
+    output = keras.layers.Dense(n_objectives, activation="sigmoid", name="objectives")(hidden)
+    model = keras.Model(inputs, output, name="coordinating_network")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=BalancedBinaryCrossentropy(positive_weights),
+        jit_compile=False,  # XLA compilation costs more than it saves on a network this small
+    )
+    return model
+
+
+@dataclass
+class CoordinatingNetwork:
+    model: keras.Model
+    encoder: FeatureEncoder
+    objectives: list[tuple[str, str]]
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per epoch
+
+    def predict(self, events: pd.DataFrame) -> pd.DataFrame:
+        """p_<objective> per event, aligned with `events`' index."""
+        features = encode_features(events, self.encoder.spec, self.encoder)
+        inputs, n = features.inputs(), len(events)
+        # Eager calls in chunks: model.predict traces a new function for every fold's model.
+        chunks = [
+            ops.convert_to_numpy(
+                self.model({k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()})
+            )
+            for i in range(0, n, PREDICT_BATCH)
+        ]
+        p = np.concatenate(chunks) if chunks else np.zeros((0, len(self.objectives)))
+        columns = [f"p_{name}" for name, _ in self.objectives]
+        return pd.DataFrame(p.astype(np.float64), index=events.index, columns=columns)
+
+    def save(self, folder: Path) -> None:
+        """`model.keras` (Keras native) and `encoder.json` (vocabularies, means, objectives)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / "model.keras")
+        state = {
+            "encoder": self.encoder.to_dict(),
+            "objectives": self.objectives,
+            "history": self.history.to_dict(orient="list"),
+        }
+        (folder / "encoder.json").write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> CoordinatingNetwork:
+        folder = Path(folder)
+        state = json.loads((folder / "encoder.json").read_text())
+        return cls(
+            keras.saving.load_model(folder / "model.keras", compile=False),
+            FeatureEncoder.from_dict(state["encoder"]),
+            [(name, label) for name, label in state["objectives"]],
+            pd.DataFrame(state["history"]),
+        )
+
+
+def fit_final(
+    events: pd.DataFrame,
+    objectives: Objectives,
+    spec: CoordinatingInputs,
+    params: CoordinatingParams,
+) -> CoordinatingNetwork:
+    """The CN fit on every row of `events` (encoders included), seeded by `params.seed`."""
+    keras.utils.set_random_seed(params.seed)
+    labels = objective_labels(events, objectives).to_numpy(np.float32)
+    positives = labels.sum(axis=0)
+    # A label with no positives (or no negatives) in these rows keeps weight 1.
+    weights = np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0)
+    features = encode_features(events, spec)
+    model = build_network(
+        features.encoder, len(objectives), params.hidden_units, weights, params.learning_rate
+    )
+    fitted = model.fit(
+        features.inputs(), labels, batch_size=params.batch_size, epochs=params.epochs, verbose=0
+    )
+    return CoordinatingNetwork(
+        model, features.encoder, list(map(tuple, objectives)), pd.DataFrame(fitted.history)
+    )
+
+
+def fold_assignment(n_rows: int, folds: int, seed: int) -> np.ndarray:
+    """The fold each row is held out in: KFold(folds, shuffled with `seed`)."""
+    assignment = np.empty(n_rows, dtype=np.int16)
+    splits = KFold(folds, shuffle=True, random_state=seed).split(np.zeros((n_rows, 1)))
+    for fold, (_, held_out) in enumerate(splits):
+        assignment[held_out] = fold
+    return assignment
+
+
+def out_of_fold_predictions(
+    events: pd.DataFrame,
+    objectives: Objectives,
+    spec: CoordinatingInputs,
+    params: CoordinatingParams,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """p_<objective> per event from the model of the one fold that held it out, plus `fold`.
+
+    Folds are plain shuffled KFold, not grouped by user: no input identifies a user (only
+    coarse user features), and learning a user's habits from their other events is what the
+    CN should do; the leak cross-fitting closes is a model memorizing the event's own labels."""
+    assignment = fold_assignment(len(events), params.folds, params.seed)
+    columns = [f"p_{name}" for name, _ in objectives]
+    p = np.full((len(events), len(objectives)), np.nan)
+    for fold in range(params.folds):
+        started, held_out = time.perf_counter(), assignment == fold
+        network = fit_final(
+            events[~held_out], objectives, spec, replace(params, seed=params.seed + 1 + fold)
+        )
+        p[held_out] = network.predict(events[held_out]).to_numpy()
+        seconds = time.perf_counter() - started
+        log.info("coordinating fold %d/%d: %.1f s", fold + 1, params.folds, seconds)
+        if progress:
+            progress(fold + 1, params.folds)
+    return pd.DataFrame(p, index=events.index, columns=columns).assign(fold=assignment)
+
+
+def route(
+    labels: pd.DataFrame, predictions: pd.DataFrame, objectives: Objectives, threshold: float
+) -> pd.DataFrame:
+    """routed_<objective>: a positive of the objective whose p is above `threshold`."""
+    return pd.DataFrame(
+        {
+            f"routed_{name}": (labels[name].to_numpy() == 1)
+            & (predictions[f"p_{name}"].to_numpy() > threshold)
+            for name, _ in objectives
+        },
+        index=labels.index,
+    )
+
+
+def routing_report(
+    labels: pd.DataFrame, routed: pd.DataFrame, objectives: Objectives
+) -> pd.DataFrame:
+    """Per objective: positives, routed positives, and the share routed."""
+    names = [name for name, _ in objectives]
+    report = pd.DataFrame(
+        {
+            "positives": [int(labels[name].sum()) for name in names],
+            "routed": [int(routed[f"routed_{name}"].sum()) for name in names],
+        },
+        index=pd.Index(names, name="objective"),
+    )
+    return report.assign(routed_share=report["routed"] / report["positives"].replace(0, np.nan))
+
+
+def oof_auc(labels: pd.DataFrame, predictions: pd.DataFrame) -> pd.Series:
+    """ROC AUC of p_<objective> against each label column; NaN where a label has one class."""
+    auc = {
+        name: roc_auc_score(labels[name], predictions[f"p_{name}"])
+        if labels[name].nunique() == 2
+        else np.nan
+        for name in labels.columns
+    }
+    return pd.Series(auc, name="oof_auc")
+
+
+def _strings(values: pd.Series) -> np.ndarray:
+    return values.astype(object).where(values.notna(), MISSING).astype(str).to_numpy()
+
+
+def _padded_profiles(profiles: pd.Series, n_columns: int) -> np.ndarray:
+    """Each row's active profile columns shifted by one, zero-padded to the longest row."""
+    lists = [
+        np.asarray(v, dtype=np.int64).ravel()
+        if isinstance(v, list | np.ndarray)
+        else np.zeros(0, np.int64)
+        for v in profiles
+    ]
+    lengths = np.array([len(v) for v in lists], dtype=np.int64)
+    flat = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    if len(flat) and (flat.min() < 0 or flat.max() >= n_columns):
+        raise ValueError(f"profile indices must lie in [0, {n_columns})")
+    padded = np.zeros((len(lists), max(int(lengths.max(initial=0)), 1)), dtype=np.int32)
+    rows = np.repeat(np.arange(len(lists)), lengths)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    padded[rows, cols] = flat + 1
+    return padded

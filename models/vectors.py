@@ -1,0 +1,73 @@
+"""Item vectors: what every stage 2 model (ALS engines, two-tower) hands to the merge.
+
+One small class: video ids with unit-length vectors, cosine on given pairs, nearest neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """Unit-length float32 vectors, one row per video id (ids unique, in a fixed order)."""
+
+    video_ids: np.ndarray  # str, shape (n,)
+    vectors: np.ndarray  # float32, shape (n, d), each row of norm 1 (or 0 for a zero vector)
+
+    @classmethod
+    def from_raw(cls, video_ids: np.ndarray, vectors: np.ndarray) -> ItemVectors:
+        """L2-normalize the rows; a zero row stays zero (its cosine with anything is 0)."""
+        ids = np.asarray(video_ids).astype(str)
+        if len(ids) != len(np.unique(ids)):
+            raise ValueError("ItemVectors: video ids must be unique")
+        raw = np.asarray(vectors, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[0] != len(ids):
+            raise ValueError(f"ItemVectors: {raw.shape} vectors for {len(ids)} ids")
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        unit = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
+        return cls(ids, unit.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def positions(self, video_ids: np.ndarray) -> np.ndarray:
+        """Row of each id, -1 where the id has no vector."""
+        index = pd.Index(self.video_ids)
+        return index.get_indexer(np.asarray(video_ids).astype(str))
+
+    def pair_cosine(self, sources: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Cosine of each (source, candidate) pair, float64; NaN where either id has no vector."""
+        left, right = self.positions(sources), self.positions(candidates)
+        known = (left >= 0) & (right >= 0)
+        out = np.full(len(left), np.nan)
+        a = self.vectors[left[known]].astype(np.float64)
+        b = self.vectors[right[known]].astype(np.float64)
+        out[known] = np.einsum("ij,ij->i", a, b)
+        return out
+
+    def neighbours(self, video_id: str, k: int) -> pd.DataFrame:
+        """The k most similar other videos by cosine (ties by position): video_id, cosine."""
+        row = self.positions(np.array([video_id]))[0]
+        if row < 0:
+            raise KeyError(f"no vector for video {video_id!r}")
+        scores = self.vectors @ self.vectors[row]
+        scores[row] = -np.inf
+        k = min(k, len(self) - 1)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return pd.DataFrame({"video_id": self.video_ids[top], "cosine": scores[top].astype(float)})
+
+    def to_frame(self) -> pd.DataFrame:
+        """video_id plus one list-valued `vector` column, for Parquet."""
+        return pd.DataFrame({"video_id": self.video_ids, "vector": list(self.vectors)})
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> ItemVectors:
+        return cls.from_raw(frame["video_id"].to_numpy(), np.stack(frame["vector"].to_numpy()))

@@ -1,0 +1,125 @@
+"""The candidates step (stage 1): read the video profiles from the feature store's sources,
+keep the pairs whose content cosine reaches e (at most M per source, models/candidates.py),
+attach the attribute values each pair shares, write them as Parquet and log their distribution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from models.candidates import candidate_arrays, candidate_summary, shared_values
+from models.profile import ProfileVocabulary, matrix_from_indices
+from pipelines import feature_store, tracking, workspace
+from pipelines.config import Config
+from pipelines.data.io import publish_folder, read_table, write_json
+from pipelines.features import feature_repo_dir
+
+log = logging.getLogger(__name__)
+PAIRS_FILE = "candidate_pairs.parquet"
+
+
+@dataclass
+class Candidates:
+    pairs: pd.DataFrame
+    path: Path
+    summary: dict[str, float]
+
+
+def candidates_dir(config: Config) -> Path:
+    return workspace.dataset_dir(config) / "candidates"
+
+
+def read_candidate_pairs(config: Config) -> pd.DataFrame:
+    return read_table(candidates_dir(config) / PAIRS_FILE)
+
+
+def profiles_from_store(repo: Path):
+    """The profile matrix (rows in the source's video order), the video ids and the vocabulary,
+    as the features step published them."""
+    profiles = feature_store.read_source(repo, "video_profile")
+    # The source may hold several rows per video over time: the latest is the current profile.
+    profiles = profiles.sort_values(feature_store.TIMESTAMP, kind="stable")
+    profiles = profiles.drop_duplicates("video_id", keep="last").sort_values("video_id")
+    vocabulary = ProfileVocabulary.from_frame(feature_store.read_source(repo, "vocabulary"))
+    matrix = matrix_from_indices(list(profiles["profile_indices"]), vocabulary.n_columns)
+    return matrix, profiles["video_id"].to_numpy().astype(str), vocabulary
+
+
+def find_candidates(
+    matrix, video_ids: np.ndarray, vocabulary: ProfileVocabulary, config: Config, progress=True
+) -> pd.DataFrame:
+    settings = config.candidates
+    with tqdm(
+        total=matrix.shape[0], desc="candidates", unit="video", disable=not progress, leave=False
+    ) as bar:
+        sources, targets, similarity = candidate_arrays(
+            matrix,
+            settings.threshold,
+            settings.max_per_source,
+            settings.block_size,
+            progress=bar.update,
+        )
+    return pd.DataFrame(
+        {
+            "source_video_id": video_ids[sources],
+            "candidate_video_id": video_ids[targets],
+            "content_similarity": similarity,
+            "shared": shared_values(matrix, sources, targets, vocabulary.tokens()),
+        }
+    )
+
+
+def run_candidates(config: Config, progress: bool = True) -> Candidates:
+    repo = feature_repo_dir(config)
+    settings = config.candidates
+    params = {
+        "threshold": settings.threshold,
+        "max_per_source": settings.max_per_source,
+        "top_k_values": settings.top_k_values,
+        "block_size": settings.block_size,
+        "few_candidates": config.merge.top_n,  # a source with fewer cannot fill its list
+    }
+    with tracking.step_run("candidates", params):
+        started = time.perf_counter()
+        matrix, video_ids, vocabulary = profiles_from_store(repo)
+        pairs = find_candidates(matrix, video_ids, vocabulary, config, progress)
+        seconds = time.perf_counter() - started
+        summary = candidate_summary(pairs, len(video_ids), config.merge.top_n)
+        target = candidates_dir(config)
+        with publish_folder(target) as scratch:
+            pairs.to_parquet(scratch / PAIRS_FILE, index=False)
+            write_json({"summary": summary, "params": params}, scratch / "summary.json")
+            _plot_distribution(pairs, len(video_ids), settings.max_per_source, scratch)
+        mlflow.log_metrics({**summary, "seconds": seconds})
+        mlflow.log_artifact(str(target / "summary.json"), "candidates")
+        mlflow.log_artifact(str(target / "pairs_per_source.png"), "candidates")
+        log.info(
+            "candidates: %s pairs over %s videos in %.1f s -> %s",
+            f"{len(pairs):,}",
+            f"{len(video_ids):,}",
+            seconds,
+            target / PAIRS_FILE,
+        )
+        return Candidates(pairs, target / PAIRS_FILE, summary)
+
+
+def _plot_distribution(pairs: pd.DataFrame, n_videos: int, cap: int, folder: Path) -> None:
+    per_source = pairs.groupby("source_video_id").size().to_numpy()
+    counts = np.concatenate([per_source, np.zeros(n_videos - len(per_source), dtype=int)])
+    figure = Figure(figsize=(10, 3.5))
+    left, right = figure.subplots(1, 2)
+    left.hist(counts, bins=min(cap + 1, 50), color="#4477aa")
+    left.set(xlabel="candidates per source video", ylabel="videos", title="Pairs per source")
+    right.hist(pairs["content_similarity"], bins=40, color="#228833")
+    right.set(xlabel="content cosine", ylabel="pairs", title="Similarity of the kept pairs")
+    figure.tight_layout()
+    figure.savefig(folder / "pairs_per_source.png", dpi=100)

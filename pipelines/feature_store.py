@@ -1,0 +1,141 @@
+"""The platform's Feast store: deploy the feature repo into the workspace, write its offline
+sources, apply and materialize, and read point-in-time training sets and online lookups.
+
+Each data set gets its own copy of `feature_repo/` (workspace/data/<dataset>/feature_repo), a
+plain Feast repo: `cd` into it and `feast ui`, `feast materialize-incremental` work as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.data.io import publish_folder, write_json
+
+log = logging.getLogger(__name__)
+
+FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
+DEFINITIONS = ("feature_store.yaml", "*.py")
+SOURCE_FILES = {
+    "video_profile": "video_profile.parquet",
+    "video_attributes": "video_attributes.parquet",
+    "user_profile": "user_profile.parquet",
+    "vocabulary": "profile_vocabulary.parquet",
+}
+TIMESTAMP = "event_timestamp"
+
+
+class FeatureStoreError(RuntimeError):
+    """Feast refused the repo or the data; the message carries Feast's own words."""
+
+
+@dataclass
+class FeatureTables:
+    """What the features step publishes: one frame per source, the vocabulary the profile
+    indices refer to, and the columns the views carry (data/sources/columns.json)."""
+
+    video_profile: pd.DataFrame
+    video_attributes: pd.DataFrame
+    user_profile: pd.DataFrame
+    vocabulary: pd.DataFrame
+    columns: Mapping[str, object]
+
+
+def deploy_repo(target: Path, source: Path = FEATURE_REPO) -> Path:
+    """Copy the repo's definitions (not its data) into `target`; data/ there is kept."""
+    target.mkdir(parents=True, exist_ok=True)
+    for pattern in DEFINITIONS:
+        for path in source.glob(pattern):
+            shutil.copy2(path, target / path.name)
+    (target / "data").mkdir(exist_ok=True)
+    return target
+
+
+def publish_sources(repo: Path, tables: FeatureTables) -> Path:
+    """Write every source, the vocabulary and columns.json into data/sources, swapped in whole:
+    Feast reads the old set or the new one, never a mix."""
+    frames = {
+        "video_profile": tables.video_profile,
+        "video_attributes": tables.video_attributes,
+        "user_profile": tables.user_profile,
+        "vocabulary": tables.vocabulary,
+    }
+    with publish_folder(repo / "data" / "sources") as scratch:
+        for name, frame in frames.items():
+            frame.to_parquet(scratch / SOURCE_FILES[name], index=False)
+        write_json(dict(tables.columns), scratch / "columns.json")
+    return repo / "data" / "sources"
+
+
+def read_source(repo: Path, name: str) -> pd.DataFrame:
+    """One published source (or the vocabulary) as a frame."""
+    path = repo / "data" / "sources" / SOURCE_FILES[name]
+    if not path.exists():
+        raise FeatureStoreError(f"{path}: no such file; run the features step first")
+    return pd.read_parquet(path)
+
+
+def apply(repo: Path) -> None:
+    """`feast apply` in the repo, as its own process: Feast imports the repo's modules by name,
+    which a long-lived process cannot safely do for more than one repo."""
+    feast = Path(sys.executable).with_name("feast")
+    command = [str(feast) if feast.exists() else "feast", "apply"]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise FeatureStoreError(f"feast apply failed in {repo}:\n{tail}")
+    log.debug("feast apply:\n%s", result.stdout)
+
+
+def open_store(repo: Path):
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(repo))
+
+
+def materialize(repo: Path, start: datetime, end: datetime) -> None:
+    """Load every view's latest values in [start, end] into the online store (SQLite)."""
+    open_store(repo).materialize(start_date=start, end_date=end)
+
+
+def historical_features(
+    repo: Path, entity_rows: pd.DataFrame, service: str, timestamp: str = "ts"
+) -> pd.DataFrame:
+    """A point-in-time correct training set: each row of `entity_rows` (join keys plus the
+    `timestamp` column) with the service's features as they were at that time. Rows come back
+    in the order given, with every original column."""
+    store = open_store(repo)
+    frame = entity_rows.rename(columns={timestamp: TIMESTAMP}).reset_index(drop=True)
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+    # One view at a time over its distinct (join keys, time): the file offline store keeps only
+    # one entity row per (a view's join keys, timestamp), so two events of one user at the same
+    # instant would otherwise lose one row.
+    for projection in store.get_feature_service(service).feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        keys = [column.name for column in view.entity_columns]
+        names = [feature.name for feature in projection.features]
+        distinct = frame[[*keys, TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        found = store.get_historical_features(
+            entity_df=distinct, features=[f"{projection.name}:{name}" for name in names]
+        ).to_df()
+        found[TIMESTAMP] = found[TIMESTAMP].astype("datetime64[ns, UTC]")
+        frame = frame.merge(found[[*keys, TIMESTAMP, *names]], on=[*keys, TIMESTAMP], how="left")
+    return frame.rename(columns={TIMESTAMP: timestamp})
+
+
+def online_features(
+    repo: Path, features: str | Sequence[str], entity_rows: Sequence[Mapping[str, object]]
+) -> pd.DataFrame:
+    """Online lookup: a FeatureService name, or feature references like "video_profile:duration_s".
+    Unknown entities come back with null features."""
+    store = open_store(repo)
+    refs = store.get_feature_service(features) if isinstance(features, str) else list(features)
+    return store.get_online_features(features=refs, entity_rows=list(entity_rows)).to_df()

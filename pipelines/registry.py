@@ -1,0 +1,73 @@
+"""Log a trained model into the active MLflow run and register it: models from code
+(pipelines/model_code/), artifacts beside, each version tagged with its data and configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature, infer_signature
+
+MODEL_CODE = Path(__file__).resolve().parent / "model_code"
+# What a registered model needs to load; the versions are the project's pins.
+REQUIREMENTS = ("mlflow", "pandas", "numpy", "pyarrow")
+
+
+def register(
+    name: str,
+    code: str,
+    artifacts: Mapping[str, str | Path],
+    tags: Mapping[str, str],
+    requirements: tuple[str, ...] = REQUIREMENTS,
+    signature: ModelSignature | None = None,
+) -> ModelVersion:
+    """Log `pipelines/model_code/<code>.py` with `artifacts` as the model `name` in the active
+    run, register a new version of `name` and tag it; returns the version."""
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(MODEL_CODE / f"{code}.py"),
+        artifacts={key: str(path) for key, path in artifacts.items()},
+        pip_requirements=[_pinned(package) for package in requirements],
+        registered_model_name=name,
+        signature=signature,
+    )
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(name, str(info.registered_model_version))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    return client.get_model_version(name, version.version)
+
+
+def config_digest(raw: Mapping) -> str:
+    """A short, stable fingerprint of a configuration (or any JSON-able mapping)."""
+    text = json.dumps(raw, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _pinned(package: str) -> str:
+    from importlib.metadata import version
+
+    return f"{package}=={version(package)}"
+
+
+def item_vectors_signature(example_ids: list[str], k: int) -> ModelSignature:
+    """Input: a `video_id` column; params: k (neighbours per video); output: the neighbours."""
+    import pandas as pd
+
+    output = pd.DataFrame(
+        {"video_id": ["a"], "rank": [1], "neighbour_video_id": ["b"], "cosine": [0.5]}
+    )
+    return infer_signature(pd.DataFrame({"video_id": example_ids}), output, params={"k": k})

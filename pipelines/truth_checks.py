@@ -1,0 +1,74 @@
+"""What the synthetic world's planted truth says about a trained stage 2: does the coordinating
+network drop accidental clicks, do the item vectors put a video (a cold one too) near its series.
+
+Only synthetic data has a truth (raw/truth/); on other data sets these checks are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.vectors import ItemVectors
+
+NEIGHBOURS = 10
+
+
+def load_truth(raw_dir: Path) -> dict[str, pd.DataFrame] | None:
+    folder = raw_dir / "truth"
+    if not (folder / "videos.parquet").exists():
+        return None
+    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("videos", "events")}
+
+
+def routing_of_accidental_clicks(
+    truth_events: pd.DataFrame, events: pd.DataFrame, p_click: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Share of accidental and of genuine clicks the network drops (p_click <= threshold).
+    `events` and `p_click` are aligned; truth rows are matched on (user_id, video_id, ts)."""
+    frame = events[["user_id", "video_id", "ts", "clicked"]].assign(p_click=p_click)
+    frame = frame.merge(
+        truth_events[["user_id", "video_id", "ts", "accidental"]],
+        on=["user_id", "video_id", "ts"],
+        how="left",
+    )
+    clicks = frame[frame["clicked"] == 1]
+    accidental = clicks["accidental"].fillna(0).to_numpy() == 1
+    dropped = clicks["p_click"].to_numpy() <= threshold
+    return {
+        "accidental_clicks": int(accidental.sum()),
+        "accidental_dropped": float(dropped[accidental].mean()) if accidental.any() else np.nan,
+        "genuine_dropped": float(dropped[~accidental].mean()) if (~accidental).any() else np.nan,
+    }
+
+
+def series_neighbours(
+    vectors: ItemVectors, truth_videos: pd.DataFrame, events_per_video: Mapping[str, int]
+) -> dict[str, float]:
+    """Share of a series video's top-10 neighbours from its own series, against chance; and for
+    series videos without any event, how often the nearest neighbour is a series mate."""
+    series = truth_videos.set_index("video_id")["series_id"].reindex(vectors.video_ids)
+    labels = series.to_numpy(dtype=object)
+    in_series = series.notna().to_numpy()
+    rows = np.flatnonzero(in_series)
+    if len(rows) == 0 or len(vectors) <= NEIGHBOURS:
+        return {}
+    # Row blocks keep the similarity matrix at block x n, never n x n.
+    top = np.empty((len(rows), NEIGHBOURS), dtype=np.int64)
+    for start in range(0, len(rows), 1024):
+        block = rows[start : start + 1024]
+        sims = vectors.vectors[block] @ vectors.vectors.T
+        sims[np.arange(len(block)), block] = -np.inf
+        top[start : start + len(block)] = np.argsort(-sims, axis=1, kind="stable")[:, :NEIGHBOURS]
+    same = labels[top] == labels[rows][:, None]
+    sizes = series[in_series].value_counts()
+    chance = float((sizes * (sizes - 1)).sum() / (in_series.sum() * (len(vectors) - 1)))
+    result = {"series_share_at_10": float(same.mean()), "series_share_chance": chance}
+    silent = np.array([events_per_video.get(v, 0) == 0 for v in vectors.video_ids[rows]])
+    if silent.any():
+        result["silent_videos"] = int(silent.sum())
+        result["silent_nearest_is_series_mate"] = float(same[silent, 0].mean())
+    return result

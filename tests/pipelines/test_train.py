@@ -1,0 +1,91 @@
+"""The train step on the toy pipeline: every model is a nested MLflow run, registered with its
+version tags; item vectors are written for the merge and load back through the registry."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.vectors import ItemVectors
+
+TAGS = ("dataset", "data_digest", "config_digest", "training_until", "pipeline_run_id")
+
+
+def _model_names(config) -> list[str]:
+    names = ["coordinating-network"]
+    for objective in config.objective_names():
+        names += [f"als-{objective}", f"two-tower-{objective}"]
+    return names
+
+
+def test_every_objective_gets_both_models(toy_trained):
+    assert set(toy_trained.trained.versions) == set(_model_names(toy_trained.config))
+
+
+def test_the_registry_holds_every_model_version_and_tag(toy_trained):
+    client = mlflow.MlflowClient()
+    for name, version in toy_trained.trained.versions.items():
+        found = client.get_model_version(name, version)
+        missing = [tag for tag in TAGS if tag not in found.tags]
+        assert not missing, f"{name} v{version} lacks tags {missing}"
+        assert found.tags["dataset"] == "synthetic"
+        if name != "coordinating-network":
+            assert found.tags["objective"] == name.split("-")[-1]
+            assert found.tags["engine"] in ("implicit", "spark", "keras")
+        registered = client.search_model_versions(f"name = '{name}'")
+        assert version in {v.version for v in registered}
+
+
+def test_each_model_is_a_nested_run_of_the_train_step(toy_trained):
+    train_runs = mlflow.search_runs(filter_string="tags.step = 'train'", output_format="list")
+    train = train_runs[0]
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{train.info.run_id}'", output_format="list"
+    )
+    assert {run.info.run_name for run in children} == set(_model_names(toy_trained.config))
+    for run in children:
+        if run.info.run_name.startswith(("als-", "two-tower-")):
+            assert "auc_holdout" in run.data.metrics
+    network = next(r for r in children if r.info.run_name == "coordinating-network")
+    assert "routed_share_click" in network.data.metrics
+    assert network.data.params["folds"] == "2"
+
+
+def test_two_tower_vectors_cover_the_whole_catalog(toy_trained):
+    folder = toy_trained.trained.folder
+    vectors = ItemVectors.from_frame(
+        pd.read_parquet(folder / "two-tower-click.item_vectors.parquet")
+    )
+    assert set(vectors.video_ids) == set(toy_trained.pipeline.world.videos["video_id"])
+    als = ItemVectors.from_frame(pd.read_parquet(folder / "als-click.item_vectors.parquet"))
+    assert 0 < len(als) <= len(vectors)
+
+
+def test_a_registered_model_loads_and_answers_neighbours(toy_trained):
+    version = toy_trained.trained.versions["als-click"]
+    model = mlflow.pyfunc.load_model(f"models:/als-click/{version}")
+    folder = toy_trained.trained.folder
+    vectors = ItemVectors.from_frame(pd.read_parquet(folder / "als-click.item_vectors.parquet"))
+    video = vectors.video_ids[0]
+    answer = model.predict(pd.DataFrame({"video_id": [video, "no-such-video"]}), params={"k": 3})
+    expected = vectors.neighbours(video, 3)
+    assert list(answer["neighbour_video_id"]) == list(expected["video_id"])
+    assert np.allclose(answer["cosine"], expected["cosine"])
+
+
+def test_coordinating_outputs_are_kept_for_the_merge(toy_trained):
+    outputs = pd.read_parquet(toy_trained.trained.folder / "coordinating_outputs.parquet")
+    assert len(outputs) == len(toy_trained.pipeline.world.events)
+    for objective in toy_trained.config.objective_names():
+        assert outputs[f"p_{objective}"].between(0, 1).all()
+
+
+def test_without_validated_tables_the_step_names_the_folder(tmp_path, mlflow_store):
+    from pipelines.config import load_config
+    from pipelines.data.io import DataFileError
+    from pipelines.train import run_train
+
+    with pytest.raises(DataFileError, match="validated"):
+        run_train(load_config(overrides=[f"paths.workspace={tmp_path}"]))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.vectors import ItemVectors
+from models.vectors import ItemVectors, top_k_neighbours
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -273,21 +273,6 @@ def pair_similarity(model: AlsModel, pairs: pd.DataFrame) -> pd.Series:
         pairs["candidate_video_id"].to_numpy(),
     )
     return pd.Series(scores, index=pairs.index, name=f"als_{model.engine}")
-
-
-def top_k_neighbours(vectors: ItemVectors, video_ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of each given video's k nearest other videos by cosine, (len(video_ids), k)."""
-    rows = vectors.positions(video_ids)
-    if (rows < 0).any():
-        raise KeyError(f"{int((rows < 0).sum())} video id(s) have no vector")
-    k = min(k, len(vectors) - 1)
-    out = np.empty((len(rows), k), dtype=np.int64)
-    for start in range(0, len(rows), 1024):
-        block = rows[start : start + 1024]
-        scores = vectors.vectors[block] @ vectors.vectors.T
-        scores[np.arange(len(block)), block] = -np.inf
-        out[start : start + len(block)] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return out
 
 
 def neighbour_overlap(a: ItemVectors, b: ItemVectors, k: int, video_ids: np.ndarray) -> float:

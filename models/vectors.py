@@ -71,3 +71,18 @@ class ItemVectors:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> ItemVectors:
         return cls.from_raw(frame["video_id"].to_numpy(), np.stack(frame["vector"].to_numpy()))
+
+
+def top_k_neighbours(vectors: ItemVectors, video_ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of each given video's k nearest other videos by cosine, (len(video_ids), k)."""
+    rows = vectors.positions(video_ids)
+    if (rows < 0).any():
+        raise KeyError(f"{int((rows < 0).sum())} video id(s) have no vector")
+    k = min(k, len(vectors) - 1)
+    out = np.empty((len(rows), k), dtype=np.int64)
+    for start in range(0, len(rows), 1024):
+        block = rows[start : start + 1024]
+        scores = vectors.vectors[block] @ vectors.vectors.T
+        scores[np.arange(len(block)), block] = -np.inf
+        out[start : start + len(block)] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return out

@@ -19,7 +19,15 @@ from pipelines.feature_store import FeatureStoreError
 from pipelines.gate_report import GateFailed
 
 EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
-QUIET_LOGGERS = ("great_expectations", "mlflow", "alembic", "urllib3", "matplotlib", "feast")
+QUIET_LOGGERS = (
+    "great_expectations",
+    "mlflow",
+    "alembic",
+    "urllib3",
+    "matplotlib",
+    "feast",
+    "implicit",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,29 +137,33 @@ def _run(command: str, config: Config) -> int:
         print(f"feature repo: {features.repo} (cd there and run `feast ui`)")
     elif command == "candidates":
         candidates = run_candidates(config)
-        print(_candidates_line(candidates))
+        print(f"candidate pairs: {_candidates_line(candidates)}")
     elif command == "train":
         print(_trained_lines(run_train(config)))
     return 0
 
 
 def _trained_lines(trained) -> str:
-    routing = trained.routing
-    lines = ["stage 2 trained (registered model: version; seconds):"]
-    for name, version in trained.versions.items():
-        lines.append(f"  {name:<22} v{version}")
+    """One line per model group: seconds, share of positives routed, registered versions."""
+    routing, versions = trained.routing, trained.versions
+    lines = [f"stage 2 ({trained.folder}), registered in the MLflow model registry:"]
     for name, seconds in trained.seconds.items():
+        registered = [f"{model} v{v}" for model, v in versions.items() if _belongs(model, name)]
         routed = ""
         if name in routing.index:
-            routed = f", {routing.loc[name, 'routed_share']:.0%} of its positives routed"
-        lines.append(f"  {name:<22} {seconds:6.1f} s{routed}")
+            routed = f"{routing.loc[name, 'routed_share']:4.0%} of positives routed  "
+        lines.append(f"  {name:<21}{seconds:6.1f} s  {routed}{', '.join(registered)}")
     return "\n".join(lines)
+
+
+def _belongs(model: str, name: str) -> bool:
+    return model == name or model in (f"als-{name}", f"two-tower-{name}")
 
 
 def _candidates_line(candidates) -> str:
     summary = candidates.summary
     return (
-        f"candidate pairs: {candidates.path} ({int(summary['pairs']):,} pairs, "
+        f"{candidates.path} ({int(summary['pairs']):,} pairs, "
         f"{summary['coverage']:.1%} of videos have at least one)"
     )
 
@@ -162,12 +174,12 @@ def _print_next_steps(config, result) -> None:
     print(f"""
 Demo finished: {rows} passed the input gate.
   validated tables : {result.validated.folder}
-  feature repo     : {result.features.repo}  (cd there: feast ui)
-  {_candidates_line(result.candidates)}
-{_trained_lines(result.trained)}
   gate data docs   : {result.validated.report.docs_index}
+  feature repo     : {result.features.repo}  (cd there: feast ui)
+  candidate pairs  : {_candidates_line(result.candidates)}
+{_trained_lines(result.trained)}
   MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
-                     (parent run {result.run_id})
+                     (parent run {result.run_id}; models under "Models")
   workspace        : {workspace}""")
 
 

@@ -181,13 +181,7 @@ def _train_coordinating(
     )
     with tracking.step_run("coordinating-network", dataclasses.asdict(params)):
         labels = objective_labels(frame, objectives)
-        predictions = out_of_fold_predictions(
-            frame,
-            objectives,
-            inputs,
-            params,
-            progress=lambda done, total: log.info("coordinating network: fold %d/%d", done, total),
-        )
+        predictions = out_of_fold_predictions(frame, objectives, inputs, params)
         routed = route(labels, predictions, objectives, settings.threshold)
         report = routing_report(labels, routed, objectives)
         auc = oof_auc(labels, predictions)
@@ -216,7 +210,7 @@ def _train_coordinating(
             {**tags, "objectives": ",".join(name for name, _ in objectives)},
             requirements=(*registry.REQUIREMENTS, "keras", "tensorflow-cpu"),
         )
-        return routed, report, version.version
+        return routed, report, str(version.version)
 
 
 def _train_als(
@@ -339,7 +333,7 @@ def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, e
         {**tags, "objective": objective.name, "engine": engine},
         signature=registry.item_vectors_signature(list(vectors.video_ids[:2]), 10),
     )
-    return version.version
+    return str(version.version)
 
 
 def _catalog(repo: Path) -> pd.DataFrame:

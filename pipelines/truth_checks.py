@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.vectors import ItemVectors
+from models.vectors import ItemVectors, top_k_neighbours
 
 NEIGHBOURS = 10
 
@@ -56,13 +56,7 @@ def series_neighbours(
     rows = np.flatnonzero(in_series)
     if len(rows) == 0 or len(vectors) <= NEIGHBOURS:
         return {}
-    # Row blocks keep the similarity matrix at block x n, never n x n.
-    top = np.empty((len(rows), NEIGHBOURS), dtype=np.int64)
-    for start in range(0, len(rows), 1024):
-        block = rows[start : start + 1024]
-        sims = vectors.vectors[block] @ vectors.vectors.T
-        sims[np.arange(len(block)), block] = -np.inf
-        top[start : start + len(block)] = np.argsort(-sims, axis=1, kind="stable")[:, :NEIGHBOURS]
+    top = top_k_neighbours(vectors, vectors.video_ids[rows], NEIGHBOURS)
     same = labels[top] == labels[rows][:, None]
     sizes = series[in_series].value_counts()
     chance = float((sizes * (sizes - 1)).sum() / (in_series.sum() * (len(vectors) - 1)))

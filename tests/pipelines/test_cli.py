@@ -37,7 +37,7 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "input gate passed" in out and "mlflow ui --backend-store-uri" in out
-    assert "candidate pairs:" in out and "feast ui" in out
+    assert "candidate pairs" in out and "feast ui" in out
     assert "coordinating-network" in out and "two-tower-click" in out  # what each took
     events = read_table(workspace / "data/synthetic/validated/events.parquet")
     assert len(events) > 1000

@@ -148,3 +148,47 @@ def test_a_broken_definition_names_feast_s_complaint(tmp_path):
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+@pytest.mark.slow
+def test_feast_ui_serves_the_repo(repo):
+    """`feast ui` in the repo answers with its views, as for any Feast repo."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    feast = Path(sys.executable).with_name("feast")
+    server = subprocess.Popen(
+        [str(feast), "ui", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/feature_views?project=related_videos"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    views = json.loads(answer.read())["featureViews"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, "feast ui exited"
+                assert time.monotonic() < deadline, "feast ui did not answer within 90 s"
+                time.sleep(1)
+        assert {view["spec"]["name"] for view in views} == {
+            "video_profile",
+            "video_attributes",
+            "user_profile",
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

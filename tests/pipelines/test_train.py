@@ -35,7 +35,7 @@ def test_the_registry_holds_every_model_version_and_tag(toy_trained):
             assert found.tags["objective"] == name.split("-")[-1]
             assert found.tags["engine"] in ("implicit", "spark", "keras")
         registered = client.search_model_versions(f"name = '{name}'")
-        assert version in {v.version for v in registered}
+        assert version in {str(v.version) for v in registered}
 
 
 def test_each_model_is_a_nested_run_of_the_train_step(toy_trained):
@@ -89,3 +89,90 @@ def test_without_validated_tables_the_step_names_the_folder(tmp_path, mlflow_sto
 
     with pytest.raises(DataFileError, match="validated"):
         run_train(load_config(overrides=[f"paths.workspace={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_over_the_sqlite_store_shows_runs_and_versions(toy_trained, tmp_path):
+    """`mlflow ui` on the store the steps wrote: its REST API (what the UI pages read) lists the
+    train run, its nested model runs and every registered version."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from pathlib import Path
+
+    def get(url: str, params: dict | None = None):
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(url + query, timeout=10) as answer:
+            return answer.read().decode()
+
+    def post(url: str, payload: dict):
+        request = urllib.request.Request(
+            url, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    uri = mlflow.get_tracking_uri()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                get(f"{base}/health")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow ui did not answer within 60 s")
+        assert "MLflow" in get(base)
+        api = f"{base}/ajax-api/2.0/mlflow"
+        experiment = json.loads(
+            get(f"{api}/experiments/get-by-name", {"experiment_name": "related-videos"})
+        )["experiment"]
+        runs = post(
+            f"{api}/runs/search",
+            {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000},
+        )["runs"]
+        by_id = {run["info"]["run_id"]: run for run in runs}
+        tags = {
+            run_id: {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+            for run_id, run in by_id.items()
+        }
+        train = [r for r, t in tags.items() if t.get("step") == "train"]
+        assert train
+        nested = {
+            by_id[r]["info"]["run_name"]
+            for r, t in tags.items()
+            if t.get("mlflow.parentRunId") == train[0]
+        }
+        assert {"coordinating-network", "als-click", "two-tower-click"} <= nested
+        versions = json.loads(get(f"{api}/model-versions/search", {"max_results": 1000}))
+        versions = versions["model_versions"]
+        shown = {(v["name"], v["version"]) for v in versions}
+        assert set(toy_trained.trained.versions.items()) <= shown
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pipelines.config import Config, ConfigError, load_config
@@ -27,6 +28,15 @@ QUIET_LOGGERS = (
     "matplotlib",
     "feast",
     "implicit",
+)
+
+
+# Library warnings that say nothing to a user of this tool (Keras 3.15 under NumPy 2.4 when
+# saving; MLflow's hints on how a model could be logged).
+KNOWN_NOISE = (
+    (DeprecationWarning, ".*__array__ implementation doesn't accept a copy keyword"),
+    (UserWarning, ".*An input example was not provided"),
+    (UserWarning, ".*Inferred schema contains integer column"),
 )
 
 
@@ -71,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_libraries)
+    for category, message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     overrides = list(args.overrides)

@@ -1,0 +1,164 @@
+"""Stage 3: per objective, max fusion of the ALS and two-tower cosines of each candidate pair;
+score = sum_k sign_k * a_k * w_k * s^k; the top N candidates per source, each with its reason.
+
+Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.vectors import ItemVectors
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("source_video_id", "candidate_video_id")
+NO_SHARED = "no shared attribute"
+NO_SIGNAL = "no objective adds to the score"
+
+
+@dataclass(frozen=True)
+class MergeObjective:
+    name: str
+    sign: int  # +1, or -1 for an objective that subtracts (dislike)
+    manual_weight: float  # a_k
+    learned_weight: float  # w_k
+
+    @property
+    def factor(self) -> float:
+        return self.sign * self.manual_weight * self.learned_weight
+
+
+def contribution_column(name: str) -> str:
+    return f"contribution_{name}"
+
+
+def objective_similarity(
+    pairs: pd.DataFrame, als: ItemVectors | None, two_tower: ItemVectors | None
+) -> np.ndarray:
+    """s^k per pair: the larger of the ALS and two-tower cosines; one side alone where the other
+    has no vector; 0 where neither has. Negative cosines are kept: they lower the score."""
+    _require(pairs, PAIR_COLUMNS, "pairs")
+    sources = pairs["source_video_id"].to_numpy().astype(str)
+    candidates = pairs["candidate_video_id"].to_numpy().astype(str)
+    sides = [
+        np.full(len(pairs), np.nan) if model is None else model.pair_cosine(sources, candidates)
+        for model in (als, two_tower)
+    ]
+    return np.nan_to_num(np.fmax(*sides), nan=0.0)
+
+
+def merge_scores(
+    pairs: pd.DataFrame,
+    similarities: Mapping[str, np.ndarray],
+    objectives: Sequence[MergeObjective],
+) -> pd.DataFrame:
+    """`pairs` plus contribution_<name> = sign * a * w * s^k per objective and their sum, score."""
+    _require(pairs, PAIR_COLUMNS, "pairs")
+    if not objectives:
+        raise ValueError("merge: no objectives")
+    contributions = {}
+    for objective in objectives:
+        if objective.sign not in (1, -1):
+            raise ValueError(f"merge: sign of {objective.name} is {objective.sign}, not +1 or -1")
+        if objective.name not in similarities:
+            raise ValueError(f"merge: no similarities for objective {objective.name}")
+        similarity = np.asarray(similarities[objective.name], dtype=np.float64)
+        if similarity.shape != (len(pairs),):
+            raise ValueError(
+                f"merge: {similarity.shape} similarities of {objective.name} for {len(pairs)} pairs"
+            )
+        contributions[contribution_column(objective.name)] = objective.factor * similarity
+    score = np.sum(list(contributions.values()), axis=0) if len(pairs) else np.zeros(0)
+    return pairs.assign(**contributions, score=score)
+
+
+def rank_related(scored: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """The `top_n` candidates of each source by score (ties: higher content_similarity, then
+    candidate id ascending), with `rank` 1..n per source; sorted by source, rank."""
+    _require(scored, [*PAIR_COLUMNS, "score", "content_similarity"], "scored pairs")
+    if top_n < 1:
+        raise ValueError(f"merge: top_n must be at least 1, not {top_n}")
+    ordered = scored.sort_values(
+        ["source_video_id", "score", "content_similarity", "candidate_video_id"],
+        ascending=[True, False, False, True],
+        kind="mergesort",
+    )
+    rank = ordered.groupby("source_video_id", sort=False).cumcount().to_numpy() + 1
+    ranked = ordered.assign(rank=rank)
+    return ranked[ranked["rank"] <= top_n].reset_index(drop=True)
+
+
+def reasons(ranked: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """`ranked` plus reason_objective (the objective with the largest contribution; missing where
+    no objective adds to the score) and reason, a short text built from the shared attributes."""
+    columns = [contribution_column(name) for name in names]
+    _require(ranked, [*columns, "shared"], "ranked pairs")
+    contributions = ranked[columns].to_numpy(dtype=np.float64)
+    if len(ranked):
+        best = np.argmax(contributions, axis=1)
+        positive = contributions[np.arange(len(ranked)), best] > 0
+    else:
+        best, positive = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    objective = np.where(positive, np.asarray(names, dtype=object)[best], None)
+    # Output formatting over the N rows per source, not over all candidate pairs.
+    text = [
+        f"{_shared_text(shared)}; {f'most from {name}' if name is not None else NO_SIGNAL}"
+        for shared, name in zip(ranked["shared"], objective, strict=True)
+    ]
+    return ranked.assign(
+        reason_objective=objective, reason=pd.Series(text, index=ranked.index, dtype=object)
+    )
+
+
+def related_table(
+    pairs: pd.DataFrame,
+    vectors: Mapping[str, tuple[ItemVectors | None, ItemVectors | None]],
+    objectives: Sequence[MergeObjective],
+    top_n: int,
+) -> pd.DataFrame:
+    """The whole stage: from candidate pairs (source_video_id, candidate_video_id,
+    content_similarity, shared) and each objective's (ALS, two-tower) vectors to the related
+    table, sorted by video_id, rank."""
+    _require(pairs, [*PAIR_COLUMNS, "content_similarity", "shared"], "pairs")
+    similarities = {}
+    for objective in objectives:
+        if objective.name not in vectors:
+            raise ValueError(f"merge: no (als, two_tower) entry for objective {objective.name}")
+        als, two_tower = vectors[objective.name]
+        if als is None and two_tower is None:
+            log.warning("merge: %s has neither ALS nor two-tower vectors: adds 0", objective.name)
+        similarities[objective.name] = objective_similarity(pairs, als, two_tower)
+    scored = merge_scores(pairs, similarities, objectives)
+    names = [objective.name for objective in objectives]
+    explained = reasons(rank_related(scored, top_n), names)
+    columns = [
+        "video_id",
+        "rank",
+        "related_video_id",
+        "score",
+        "content_similarity",
+        *(contribution_column(name) for name in names),
+        "shared",
+        "reason_objective",
+        "reason",
+    ]
+    table = explained.rename(
+        columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
+    )
+    return table[columns].reset_index(drop=True)
+
+
+def _shared_text(shared: Sequence[str]) -> str:
+    return f"shares {', '.join(shared)}" if len(shared) else NO_SHARED
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}")

@@ -1,0 +1,178 @@
+"""Objective weights w_k of the merge: a logistic regression of each user's retention (any event
+within some days after a cut-off) on the user's mean coordinating-network outputs, normalized.
+
+A weight whose sign contradicts its objective's sign (more dislike predicting more retention) is
+clipped to 0 and reported; with nothing left to learn from, the weights fall back to equal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+log = logging.getLogger(__name__)
+
+
+def retention_labels(events: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.Series:
+    """Per user seen at or before `cutoff` (index user_id, name `retained`): True if the user has
+    any event in (cutoff, cutoff + days]."""
+    _require(events, ["user_id", "ts"], "events")
+    ts = events["ts"]
+    before = events.loc[ts <= cutoff, "user_id"].unique()
+    window = (ts > cutoff) & (ts <= cutoff + pd.Timedelta(days=days))
+    returned = events.loc[window, "user_id"].unique()
+    users = pd.Index(np.sort(before), name="user_id")
+    return pd.Series(users.isin(returned), index=users, name="retained")
+
+
+def default_cutoff(events: pd.DataFrame, days: int) -> pd.Timestamp:
+    """The last event time minus `days`: every user is then observed for `days` after it."""
+    _require(events, ["ts"], "events")
+    if events.empty:
+        raise ValueError("default_cutoff: no events")
+    return pd.Timestamp(events["ts"].max()) - pd.Timedelta(days=days)
+
+
+def user_mean_outputs(
+    outputs: pd.DataFrame, names: Sequence[str], cutoff: pd.Timestamp
+) -> pd.DataFrame:
+    """Mean p_<name> per user over the user's events at or before `cutoff` (index user_id, one
+    column per objective name)."""
+    columns = [f"p_{name}" for name in names]
+    _require(outputs, ["user_id", "ts", *columns], "outputs")
+    before = outputs.loc[outputs["ts"] <= cutoff, ["user_id", *columns]]
+    means = before.groupby("user_id", sort=True)[columns].mean()
+    return means.rename(columns=dict(zip(columns, names, strict=True)))
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    weights: dict[str, float]  # w_k >= 0, summing to 1
+    coefficients: dict[str, float]  # standardized logistic-regression coefficients c_k
+    clipped: tuple[str, ...]  # objectives whose coefficient contradicted their sign
+    intercept: float
+    n_users: int
+    retained_share: float
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["clipped"] = list(self.clipped)
+        return data
+
+
+def fit_objective_weights(
+    features: pd.DataFrame,
+    retained: pd.Series,
+    signs: Mapping[str, int],
+    seed: int,
+) -> ObjectiveWeights:
+    """w_k = max(sign_k * c_k, 0), normalized, with c_k the coefficient of the standardized
+    column k in a logistic regression of `retained` on `features` (one row per user)."""
+    names = [str(name) for name in features.columns]
+    x, y = _aligned(features, retained, signs)
+    sign = np.array([signs[name] for name in names], dtype=np.float64)
+    n_users, retained_share = len(y), float(y.mean())
+
+    # max == min, not std == 0: the std of a constant column of 0.3s is not exactly 0.
+    varying = x.max(axis=0) > x.min(axis=0)
+    for name in np.array(names)[~varying]:
+        log.warning("objective weights: %s's mean output does not vary over users: weight 0", name)
+    coefficients = np.zeros(len(names))
+    intercept = 0.0
+    if len(np.unique(y)) < 2:
+        reason = "every user retained" if y.all() else "no user retained"
+        return _equal(names, coefficients, (), intercept, n_users, retained_share, reason)
+    if not varying.any():
+        reason = "no objective's mean output varies over users"
+        return _equal(names, coefficients, (), intercept, n_users, retained_share, reason)
+
+    kept = x[:, varying]
+    standardized = (kept - kept.mean(axis=0)) / kept.std(axis=0)
+    model = LogisticRegression(solver="lbfgs", random_state=seed).fit(standardized, y)
+    coefficients[varying] = model.coef_[0]
+    intercept = float(model.intercept_[0])
+
+    agreeing = sign * coefficients
+    clipped = tuple(name for name, value in zip(names, agreeing, strict=True) if value < 0)
+    for name in clipped:
+        log.warning(
+            "objective weights: %s's coefficient %.4f contradicts its sign %+d: clipped to 0",
+            name,
+            coefficients[names.index(name)],
+            signs[name],
+        )
+    raw = np.maximum(agreeing, 0.0)
+    if raw.sum() <= 0:
+        reason = "every learned weight is 0 or contradicts its objective's sign"
+        return _equal(names, coefficients, clipped, intercept, n_users, retained_share, reason)
+    return ObjectiveWeights(
+        weights=_floats(names, raw / raw.sum()),
+        coefficients=_floats(names, coefficients),
+        clipped=clipped,
+        intercept=intercept,
+        n_users=n_users,
+        retained_share=retained_share,
+    )
+
+
+def _aligned(
+    features: pd.DataFrame, retained: pd.Series, signs: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    if features.empty or features.shape[1] == 0:
+        raise ValueError("objective weights: no users or no objective columns in the features")
+    if not features.index.is_unique or not retained.index.is_unique:
+        raise ValueError("objective weights: user ids must be unique in features and labels")
+    missing, extra = (
+        features.index.difference(retained.index),
+        retained.index.difference(features.index),
+    )
+    if len(missing) or len(extra):
+        raise ValueError(
+            f"objective weights: features and retention labels do not align: {len(missing)} "
+            f"user(s) without a label, {len(extra)} label(s) without features"
+        )
+    unsigned = [name for name in features.columns if signs.get(name) not in (1, -1)]
+    if unsigned:
+        raise ValueError(f"objective weights: no sign of +1 or -1 for {unsigned}")
+    x = features.to_numpy(dtype=np.float64)
+    if np.isnan(x).any():
+        raise ValueError("objective weights: the features contain NaN")
+    labels = retained.reindex(features.index)
+    if labels.isna().any():
+        raise ValueError("objective weights: the retention labels contain missing values")
+    return x, labels.to_numpy().astype(bool)
+
+
+def _equal(
+    names: list[str],
+    coefficients: np.ndarray,
+    clipped: tuple[str, ...],
+    intercept: float,
+    n_users: int,
+    retained_share: float,
+    reason: str,
+) -> ObjectiveWeights:
+    log.warning("objective weights: equal weights, as %s", reason)
+    return ObjectiveWeights(
+        weights=_floats(names, np.full(len(names), 1.0 / len(names))),
+        coefficients=_floats(names, coefficients),
+        clipped=clipped,
+        intercept=intercept,
+        n_users=n_users,
+        retained_share=retained_share,
+    )
+
+
+def _floats(names: list[str], values: np.ndarray) -> dict[str, float]:
+    return {name: float(value) for name, value in zip(names, values, strict=True)}
+
+
+def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}")

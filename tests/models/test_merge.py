@@ -1,0 +1,172 @@
+"""Stage 3: max fusion, the signed weighted score, top N with its tie-breaks, and the reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.merge import (
+    NO_SHARED,
+    NO_SIGNAL,
+    MergeObjective,
+    merge_scores,
+    objective_similarity,
+    rank_related,
+    reasons,
+    related_table,
+)
+from models.vectors import ItemVectors
+
+
+def _at_cosines(cosines: dict[str, float]) -> ItemVectors:
+    """Source `s` at (1, 0) and each other video at the given cosine with it."""
+    ids = ["s", *cosines]
+    values = np.array([1.0, *cosines.values()])
+    return ItemVectors.from_raw(np.array(ids), np.c_[values, np.sqrt(1 - values**2)])
+
+
+def _pairs(candidates: list[str], source: str = "s", **columns) -> pd.DataFrame:
+    frame = pd.DataFrame({"source_video_id": source, "candidate_video_id": candidates})
+    return frame.assign(**columns)
+
+
+def test_max_fusion_with_missing_sides():
+    als = _at_cosines({"both": 0.3, "als_only": 0.5, "negative": -0.4})
+    two_tower = _at_cosines({"both": 0.7, "tower_only": 0.2, "negative": -0.6})
+    pairs = _pairs(["both", "als_only", "tower_only", "neither", "negative"])
+    fused = objective_similarity(pairs, als, two_tower)
+    np.testing.assert_allclose(fused, [0.7, 0.5, 0.2, 0.0, -0.4], atol=1e-6)
+    np.testing.assert_allclose(
+        objective_similarity(pairs, None, two_tower), [0.7, 0.0, 0.2, 0.0, -0.6], atol=1e-6
+    )
+    np.testing.assert_array_equal(objective_similarity(pairs, None, None), np.zeros(5))
+
+
+def test_dislike_subtracts():
+    pairs = _pairs(["a", "b"])
+    objectives = [MergeObjective("like", 1, 1.0, 0.5), MergeObjective("dislike", -1, 2.0, 0.5)]
+    similarities = {"like": np.array([0.8, 0.8]), "dislike": np.array([0.0, 0.3])}
+    scored = merge_scores(pairs, similarities, objectives)
+    np.testing.assert_allclose(scored["contribution_like"], [0.4, 0.4])
+    np.testing.assert_allclose(scored["contribution_dislike"], [0.0, -0.3])
+    np.testing.assert_allclose(scored["score"], [0.4, 0.1])
+
+
+def _two_candidates(like_manual: float) -> pd.DataFrame:
+    """`liked` is the best candidate for like, `clicked` the best for click."""
+    vectors = {
+        "click": (_at_cosines({"liked": 0.1, "clicked": 0.9}), None),
+        "like": (None, _at_cosines({"liked": 0.6, "clicked": 0.2})),
+    }
+    objectives = [
+        MergeObjective("click", 1, 1.0, 0.5),
+        MergeObjective("like", 1, like_manual, 0.5),
+    ]
+    pairs = _pairs(["liked", "clicked"], content_similarity=0.8, shared=[["tags=t1"], []])
+    return related_table(pairs, vectors, objectives, top_n=20)
+
+
+def test_raising_the_like_weight_raises_liked_targets():
+    ranks = {}
+    for like_manual in (1.0, 3.0):
+        table = _two_candidates(like_manual)
+        ranks[like_manual] = dict(zip(table["related_video_id"], table["rank"], strict=True))
+    assert ranks[1.0] == {"clicked": 1, "liked": 2}
+    assert ranks[3.0] == {"liked": 1, "clicked": 2}
+
+
+def test_related_table_columns_and_reasons():
+    table = _two_candidates(3.0)
+    assert list(table.columns) == [
+        "video_id",
+        "rank",
+        "related_video_id",
+        "score",
+        "content_similarity",
+        "contribution_click",
+        "contribution_like",
+        "shared",
+        "reason_objective",
+        "reason",
+    ]
+    assert table["reason_objective"].tolist() == ["like", "click"]
+    assert table["reason"].tolist() == [
+        "shares tags=t1; most from like",
+        f"{NO_SHARED}; most from click",
+    ]
+
+
+def test_top_n_contiguous_ranks_and_tie_breaks():
+    scored = pd.DataFrame(
+        {
+            "source_video_id": ["s"] * 5 + ["t"] * 2,
+            "candidate_video_id": ["e", "d", "c", "b", "a", "x", "y"],
+            "score": [0.5, 0.5, 0.5, 0.9, 0.1, 0.2, 0.3],
+            "content_similarity": [0.7, 0.7, 0.9, 0.7, 0.99, 0.7, 0.7],
+        }
+    )
+    ranked = rank_related(scored, top_n=4)
+    s = ranked[ranked["source_video_id"] == "s"]
+    # 0.9 first; among the 0.5s the higher content similarity (c), then ids ascending (d, e).
+    assert s["candidate_video_id"].tolist() == ["b", "c", "d", "e"]
+    assert s["rank"].tolist() == [1, 2, 3, 4]
+    t = ranked[ranked["source_video_id"] == "t"]
+    assert t["candidate_video_id"].tolist() == ["y", "x"]
+    assert t["rank"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="top_n"):
+        rank_related(scored, top_n=0)
+
+
+def test_output_pairs_come_from_the_input_pairs():
+    rng = np.random.default_rng(7)
+    ids = np.array([f"v{i:03d}" for i in range(60)])
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": rng.choice(ids, 600),
+            "candidate_video_id": rng.choice(ids, 600),
+        }
+    )
+    pairs = pairs[pairs["source_video_id"] != pairs["candidate_video_id"]]
+    pairs = pairs.drop_duplicates(ignore_index=True)
+    pairs = pairs.assign(
+        content_similarity=rng.uniform(0.65, 1.0, len(pairs)).round(2),
+        shared=[["styles=drama"]] * len(pairs),
+    )
+    half = ids[::2]
+    vectors = {
+        "click": (ItemVectors.from_raw(half, rng.normal(size=(30, 4))), None),
+        "dislike": (
+            ItemVectors.from_raw(ids, rng.normal(size=(60, 4))),
+            ItemVectors.from_raw(ids[::3], rng.normal(size=(20, 4))),
+        ),
+    }
+    objectives = [MergeObjective("click", 1, 1.0, 0.7), MergeObjective("dislike", -1, 1.0, 0.3)]
+    table = related_table(pairs, vectors, objectives, top_n=5)
+    given = set(zip(pairs["source_video_id"], pairs["candidate_video_id"], strict=True))
+    out = set(zip(table["video_id"], table["related_video_id"], strict=True))
+    assert out <= given
+    assert len(out) == len(table)
+    per_source = table.groupby("video_id")["rank"]
+    assert (per_source.max() == per_source.size()).all()
+    assert (per_source.max() == np.minimum(5, pairs.groupby("source_video_id").size())).all()
+    assert table.equals(table.sort_values(["video_id", "rank"], ignore_index=True))
+    falling = table.groupby("video_id")["score"].apply(lambda s: s.is_monotonic_decreasing)
+    assert falling.all()
+
+
+def test_reason_objective_is_the_largest_contribution():
+    ranked = _pairs(
+        ["a", "b", "c"],
+        contribution_click=[0.1, 0.4, 0.0],
+        contribution_like=[0.3, 0.2, 0.0],
+        contribution_dislike=[-0.1, 0.0, -0.2],
+        shared=[["actors=actor00012", "tags=s00003-0"], [], ["tags=t9"]],
+    )
+    explained = reasons(ranked, ["click", "like", "dislike"])
+    assert explained["reason_objective"].tolist() == ["like", "click", None]
+    assert explained["reason"].tolist() == [
+        "shares actors=actor00012, tags=s00003-0; most from like",
+        f"{NO_SHARED}; most from click",
+        f"shares tags=t9; {NO_SIGNAL}",
+    ]

@@ -1,8 +1,8 @@
 """The command line: `related-videos [--config F] [--set key=value ...] COMMAND`.
 
-Commands are the steps (generate, ingest, validate, features, candidates, train), `main` (the
-chain) and `demo` (the chain on the embedded defaults, then where to look next). Known failures
-print a message, not a trace.
+Commands are the steps (generate, ingest, validate, features, candidates, train, merge), `main`
+(the chain) and `demo` (the chain on the embedded defaults, then where to look next). Known
+failures print a message, not a trace.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("features", help="publish video profiles and user features to Feast")
     commands.add_parser("candidates", help="stage 1: content-gated candidate pairs")
     commands.add_parser("train", help="stage 2: coordinating network, ALS and two-tower models")
+    commands.add_parser("merge", help="stage 3: the related-video table, gated and registered")
     commands.add_parser("main", help="the whole chain as one MLflow parent run")
     commands.add_parser("demo", help="the whole chain on the embedded defaults")
     return parser
@@ -122,6 +123,7 @@ def _run(command: str, config: Config) -> int:
     from pipelines.generate import run_generate
     from pipelines.ingest import run_ingest
     from pipelines.main import run_main
+    from pipelines.merge import run_merge
     from pipelines.train import run_train
     from pipelines.validate import run_validate
 
@@ -152,6 +154,10 @@ def _run(command: str, config: Config) -> int:
         print(f"candidate pairs: {_candidates_line(candidates)}")
     elif command == "train":
         print(_trained_lines(run_train(config)))
+    elif command == "merge":
+        merged = run_merge(config)
+        print(merged.report.summary())
+        print(_merged_lines(merged))
     return 0
 
 
@@ -165,6 +171,22 @@ def _trained_lines(trained) -> str:
         if name in routing.index:
             routed = f"{routing.loc[name, 'routed_share']:4.0%} of positives routed  "
         lines.append(f"  {name:<21}{seconds:6.1f} s  {routed}{', '.join(registered)}")
+    return "\n".join(lines)
+
+
+def _merged_lines(merged, examples: int = 3, shown: int = 5) -> str:
+    table = merged.table
+    weights = ", ".join(f"{name} {weight:.2f}" for name, weight in merged.weights.items())
+    lines = [
+        f"related table: {merged.path} ({len(table):,} rows, "
+        f"{table['video_id'].nunique():,} videos), registered as related-videos v{merged.version}",
+        f"learned objective weights: {weights}",
+    ]
+    for video_id in table["video_id"].drop_duplicates().head(examples):
+        lines.append(f"  under {video_id}:")
+        for row in table[table["video_id"] == video_id].head(shown).itertuples():
+            score = f"{row.score:.3f}"
+            lines.append(f"    {row.rank:>2}. {row.related_video_id}  {score}  {row.reason}")
     return "\n".join(lines)
 
 
@@ -190,6 +212,8 @@ Demo finished: {rows} passed the input gate.
   feature repo     : {result.features.repo}  (cd there: feast ui)
   candidate pairs  : {_candidates_line(result.candidates)}
 {_trained_lines(result.trained)}
+{_merged_lines(result.merged)}
+  output gate docs : {result.merged.report.docs_index}
   MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
                      (parent run {result.run_id}; models under "Models")
   workspace        : {workspace}""")

@@ -1,7 +1,7 @@
 """The whole chain as one parent MLflow run: bring the data (generate or ingest), gate it,
 publish the features to Feast, find the candidate pairs (stage 1), then train the coordinating
-network and the per-objective models (stage 2). Later stages (merge, evaluate, promote, publish)
-join this chain.
+network and the per-objective models (stage 2), merge them into the related-video table (stage 3,
+gated and registered). Later stages (evaluate, promote, publish) join this chain.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pipelines.config import Config
 from pipelines.features import Features, run_features
 from pipelines.generate import run_generate
 from pipelines.ingest import run_ingest
+from pipelines.merge import Merged, run_merge
 from pipelines.train import Trained, run_train
 from pipelines.validate import Validated, run_validate
 
@@ -32,6 +33,7 @@ class PipelineResult:
     features: Features
     candidates: Candidates
     trained: Trained
+    merged: Merged
 
 
 def run_main(config: Config, progress: bool = True) -> PipelineResult:
@@ -48,4 +50,7 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
         features = run_features(config)
         candidates = run_candidates(config, progress=progress)
         trained = run_train(config, progress=progress)
-        return PipelineResult(parent.info.run_id, uri, validated, features, candidates, trained)
+        merged = run_merge(config)
+        return PipelineResult(
+            parent.info.run_id, uri, validated, features, candidates, trained, merged
+        )

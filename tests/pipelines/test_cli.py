@@ -50,7 +50,8 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
         for run in runs
         if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
-    assert set(children) == {"generate", "validate", "features", "candidates", "train"}
+    assert set(children) == {"generate", "validate", "features", "candidates", "train", "merge"}
+    assert "registered as related-videos v1" in out and "under v" in out  # lists with reasons
     models = [
         run.info.run_name
         for run in runs

@@ -1,0 +1,131 @@
+"""The comparison methods of the offline evaluation: popularity, content-only, item-based CF and
+nearest neighbours of any item vectors (ALS or two-tower), each as a related lists table.
+
+Every function returns video_id, rank (1..n), related_video_id, content_similarity, score.
+content_similarity is NaN where the method does not start from candidate pairs; fill it with
+`attach_content_similarity` (metrics.relevance counts NaN as 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from models.vectors import ItemVectors, top_k_neighbours
+
+LIST_COLUMNS = ["video_id", "rank", "related_video_id", "content_similarity", "score"]
+
+
+def _rank(pairs: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Top n per video_id by score desc (ties by related_video_id), with rank 1..n."""
+    ordered = pairs.sort_values(
+        ["video_id", "score", "related_video_id"], ascending=[True, False, True], kind="stable"
+    )
+    ordered = ordered.assign(rank=ordered.groupby("video_id").cumcount() + 1)
+    top = ordered[ordered["rank"] <= n]
+    if "content_similarity" not in top:
+        top = top.assign(content_similarity=np.nan)
+    return top[LIST_COLUMNS].reset_index(drop=True)
+
+
+def attach_content_similarity(lists: pd.DataFrame, candidate_pairs: pd.DataFrame) -> pd.DataFrame:
+    """Fill missing content_similarity from candidate pairs (source_video_id, candidate_video_id,
+    content_similarity); pairs that are not candidates stay NaN."""
+    known = candidate_pairs.rename(
+        columns={
+            "source_video_id": "video_id",
+            "candidate_video_id": "related_video_id",
+            "content_similarity": "_similarity",
+        }
+    )[["video_id", "related_video_id", "_similarity"]]
+    merged = lists.merge(known, on=["video_id", "related_video_id"], how="left")
+    if "content_similarity" in merged:
+        merged["content_similarity"] = merged["content_similarity"].fillna(merged["_similarity"])
+    else:
+        merged["content_similarity"] = merged["_similarity"]
+    return merged.drop(columns="_similarity")
+
+
+def popularity_lists(train_events: pd.DataFrame, video_ids: np.ndarray, n: int) -> pd.DataFrame:
+    """The n most clicked videos overall (ties by id) for every source, the source excluded.
+
+    score = number of training clicks."""
+    clicks = train_events.loc[train_events["clicked"] == 1, "video_id"].value_counts()
+    popular = (
+        pd.DataFrame({"related_video_id": clicks.index, "score": clicks.to_numpy(dtype=float)})
+        .sort_values(["score", "related_video_id"], ascending=[False, True], kind="stable")
+        .head(n + 1)  # one spare, for the source itself
+    )
+    sources = pd.DataFrame({"video_id": pd.unique(np.asarray(video_ids))})
+    pairs = sources.merge(popular, how="cross")
+    pairs = pairs[pairs["video_id"] != pairs["related_video_id"]]
+    return _rank(pairs, n)
+
+
+def content_lists(candidate_pairs: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Top n candidates per source by content_similarity (ties by candidate id)."""
+    pairs = candidate_pairs.rename(
+        columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
+    )[["video_id", "related_video_id", "content_similarity"]]
+    return _rank(pairs.assign(score=pairs["content_similarity"].astype(float)), n)
+
+
+def item_cf_lists(
+    train_events: pd.DataFrame, n: int, min_cooccurrence: int, block_size: int = 2048
+) -> pd.DataFrame:
+    """Item-based CF: cosine of the binary users x videos click matrix, top n per video.
+
+    cosine(i, j) = users who clicked both / sqrt(users of i * users of j); only pairs with
+    co-occurrence >= min_cooccurrence, never a video with itself. X.T @ X is computed sparse,
+    block_size source videos at a time, and cut to the top n per block."""
+    clicked = train_events.loc[train_events["clicked"] == 1, ["user_id", "video_id"]]
+    clicked = clicked.drop_duplicates()
+    users, user_rows = np.unique(clicked["user_id"].to_numpy(), return_inverse=True)
+    videos, video_cols = np.unique(clicked["video_id"].to_numpy(), return_inverse=True)
+    matrix = sparse.csr_matrix(
+        (np.ones(len(clicked)), (user_rows, video_cols)), shape=(len(users), len(videos))
+    )
+    by_video = matrix.T.tocsr()
+    degree = np.asarray(matrix.sum(axis=0)).ravel()
+    blocks = []
+    for start in range(0, len(videos), block_size):
+        co = (by_video[start : start + block_size] @ matrix).tocoo()
+        source = co.row + start
+        keep = (source != co.col) & (co.data >= min_cooccurrence)
+        source, target, count = source[keep], co.col[keep], co.data[keep]
+        cosine = count / np.sqrt(degree[source] * degree[target])
+        pairs = pd.DataFrame(
+            {"video_id": videos[source], "related_video_id": videos[target], "score": cosine}
+        )
+        blocks.append(_rank(pairs, n))
+    if not blocks:
+        return pd.DataFrame(columns=LIST_COLUMNS)
+    return pd.concat(blocks, ignore_index=True)
+
+
+def vector_lists(
+    vectors: ItemVectors, n: int, candidate_pairs: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Top n per video by the cosine of item vectors (ALS, two-tower); score = cosine.
+
+    Without candidate_pairs: nearest neighbours among all videos (no relevance gate). With them:
+    only the candidates are ranked (pairs where either side has no vector are dropped), and
+    their content_similarity is carried over."""
+    if candidate_pairs is None:
+        neighbours = top_k_neighbours(vectors, vectors.video_ids, n)
+        k = neighbours.shape[1]
+        sources = np.repeat(vectors.video_ids, k)
+        targets = vectors.video_ids[neighbours.ravel()]
+        pairs = pd.DataFrame({"video_id": sources, "related_video_id": targets})
+    else:
+        pairs = candidate_pairs.rename(
+            columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
+        )
+        keep = ["video_id", "related_video_id"] + (
+            ["content_similarity"] if "content_similarity" in pairs else []
+        )
+        pairs = pairs[keep]
+    cosine = vectors.pair_cosine(pairs["video_id"].to_numpy(), pairs["related_video_id"].to_numpy())
+    pairs = pairs.assign(score=cosine)
+    return _rank(pairs[pairs["score"].notna()], n)

@@ -1,0 +1,183 @@
+"""Offline evaluation of related lists against held-out test events: recall@N, NDCG@N per
+objective, dislike rate@N, relevance, catalog coverage, cold-video slices and % change tables.
+
+A lists table has video_id (the source), rank (1..n), related_video_id and, optionally,
+content_similarity. A pairs table has source_video_id and video_id (the target).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PAIR = ["source_video_id", "video_id"]
+LABELS = ("clicked", "watched_half", "liked", "shared", "disliked")
+# The positive objectives compared by recall and NDCG, with the event label that makes a positive.
+OBJECTIVE_LABELS = {
+    "click": "clicked",
+    "play_time": "watched_half",
+    "like": "liked",
+    "share": "shared",
+}
+
+
+def _label(events: pd.DataFrame, objective_label: str) -> pd.Series:
+    if objective_label == "watched_half":
+        watched = events["play_time_s"] >= events["duration_s"] / 2
+        return (events["clicked"] == 1) & watched
+    if objective_label not in LABELS:
+        raise ValueError(f"unknown label {objective_label!r}; expected one of {LABELS}")
+    return events[objective_label] == 1
+
+
+def test_pairs(events: pd.DataFrame, objective_label: str) -> pd.DataFrame:
+    """Distinct positive (source_video_id, video_id) pairs for a label; events without a source
+    are dropped. watched_half = clicked and play_time_s >= duration_s / 2."""
+    positive = events[_label(events, objective_label) & events["source_video_id"].notna()]
+    return positive[PAIR].drop_duplicates().reset_index(drop=True)
+
+
+test_pairs.__test__ = False  # not a pytest test, whoever imports it
+
+
+def shown_pairs(events: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (source_video_id, video_id) pairs of all events that have a source."""
+    with_source = events[events["source_video_id"].notna()]
+    return with_source[PAIR].drop_duplicates().reset_index(drop=True)
+
+
+def _top(lists: pd.DataFrame, n: int) -> pd.DataFrame:
+    return lists[lists["rank"] <= n]
+
+
+def _hits(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> tuple[pd.Series, pd.DataFrame]:
+    """Positives per source, and the top-n list rows that are positives (with their rank)."""
+    positives = positives[PAIR].drop_duplicates()
+    n_positives = positives.groupby("source_video_id").size()
+    top = _top(lists, n)[["video_id", "rank", "related_video_id"]].rename(
+        columns={"video_id": "source_video_id", "related_video_id": "target"}
+    )
+    hits = top.merge(
+        positives.rename(columns={"video_id": "target"}), on=["source_video_id", "target"]
+    )
+    return n_positives, hits
+
+
+def recall_at_n(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> float:
+    """Mean over sources with a positive of |top-n list ∩ positives| / |positives|.
+
+    A source with positives but no list counts as 0; NaN when there are no positives at all."""
+    n_positives, hits = _hits(lists, positives, n)
+    if n_positives.empty:
+        return float("nan")
+    n_hits = hits.groupby("source_video_id").size().reindex(n_positives.index, fill_value=0)
+    return float((n_hits / n_positives).mean())
+
+
+def ndcg_at_n(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> float:
+    """Binary-relevance NDCG@n averaged over sources with a positive (0 where no list).
+
+    DCG = sum over hits of 1 / log2(rank + 1); IDCG = sum_{i=1..min(n, |positives|)} 1/log2(i+1)."""
+    n_positives, hits = _hits(lists, positives, n)
+    if n_positives.empty:
+        return float("nan")
+    gains = 1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0)
+    dcg = (
+        pd.Series(gains, index=hits["source_video_id"].to_numpy())
+        .groupby(level=0)
+        .sum()
+        .reindex(n_positives.index, fill_value=0.0)
+    )
+    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
+    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1]
+    return float((dcg.to_numpy() / idcg).mean())
+
+
+def dislike_rate_at_n(
+    lists: pd.DataFrame, disliked_pairs: pd.DataFrame, shown_pairs: pd.DataFrame, n: int
+) -> float:
+    """Share of shown recommendations that were disliked, pooled over all sources (lower is
+    better).
+
+    Definition: take the top-n (source, target) pairs of the lists; keep those that test users were
+    actually shown from that source (`shown_pairs`: the distinct pairs of all test events); the
+    rate is the number of kept pairs that appear in `disliked_pairs` divided by the number kept.
+    Recommendations never shown carry no evidence either way and are ignored. NaN if none of the
+    recommended pairs were shown."""
+    top = _top(lists, n)[["video_id", "related_video_id"]].drop_duplicates()
+    top.columns = PAIR
+    shown = top.merge(shown_pairs[PAIR].drop_duplicates(), on=PAIR)
+    if shown.empty:
+        return float("nan")
+    disliked = shown.merge(disliked_pairs[PAIR].drop_duplicates(), on=PAIR)
+    return len(disliked) / len(shown)
+
+
+def relevance(lists: pd.DataFrame, n: int, threshold: float) -> dict[str, float]:
+    """Mean content_similarity of the top-n pairs and the share with similarity >= threshold.
+
+    Rule: a pair without a content similarity (NaN, or no column at all) counts as similarity 0,
+    i.e. as irrelevant; callers should attach the similarity of known pairs first. NaN for
+    empty lists."""
+    top = _top(lists, n)
+    if top.empty:
+        return {"mean": float("nan"), "share": float("nan")}
+    if "content_similarity" in top:
+        similarity = top["content_similarity"].fillna(0.0).astype(float)
+    else:
+        similarity = pd.Series(0.0, index=top.index)
+    return {"mean": float(similarity.mean()), "share": float((similarity >= threshold).mean())}
+
+
+def catalog_coverage(lists: pd.DataFrame, n: int, n_videos: int) -> float:
+    """Distinct related_video_id in the top-n lists / n_videos (the catalog size)."""
+    return _top(lists, n)["related_video_id"].nunique() / n_videos
+
+
+def evaluate_lists(
+    lists: pd.DataFrame,
+    test_events: pd.DataFrame,
+    n: int,
+    threshold: float,
+    n_videos: int,
+    cold_videos: set | None = None,
+) -> dict[str, float]:
+    """Every metric of one method's lists on the test events (which carry the target's
+    duration_s): recall_<o>, ndcg_<o> for click, play_time, like, share; dislike_rate;
+    relevance_mean, relevance_share; coverage; with cold_videos, recall_<o>_cold and
+    ndcg_<o>_cold on the test pairs whose source is a cold video."""
+    result: dict[str, float] = {}
+    for objective, label in OBJECTIVE_LABELS.items():
+        positives = test_pairs(test_events, label)
+        result[f"recall_{objective}"] = recall_at_n(lists, positives, n)
+        result[f"ndcg_{objective}"] = ndcg_at_n(lists, positives, n)
+        if cold_videos is not None:
+            cold = positives[positives["source_video_id"].isin(cold_videos)]
+            result[f"recall_{objective}_cold"] = recall_at_n(lists, cold, n)
+            result[f"ndcg_{objective}_cold"] = ndcg_at_n(lists, cold, n)
+    result["dislike_rate"] = dislike_rate_at_n(
+        lists, test_pairs(test_events, "disliked"), shown_pairs(test_events), n
+    )
+    relevant = relevance(lists, n, threshold)
+    result["relevance_mean"] = relevant["mean"]
+    result["relevance_share"] = relevant["share"]
+    result["coverage"] = catalog_coverage(lists, n, n_videos)
+    return result
+
+
+def change_vs_baseline(
+    table: pd.DataFrame, baseline: str, lower_is_better: set[str]
+) -> pd.DataFrame:
+    """Percent change of every method (rows) and metric (columns) against the baseline row:
+    (m - b) / |b| * 100, NaN where b == 0 (or b is NaN).
+
+    The sign is not flipped: for the lower-is-better metrics (e.g. dislike_rate) a NEGATIVE change
+    is an improvement. Their names are kept in `result.attrs["lower_is_better"]` for reports."""
+    if baseline not in table.index:
+        raise ValueError(f"baseline {baseline!r} is not a row of the table")
+    values = table.astype(float)
+    base = values.loc[baseline]
+    denominator = base.abs().where(base != 0)
+    change = (values - base) / denominator * 100.0
+    change.attrs["lower_is_better"] = sorted(set(lower_is_better) & set(table.columns))
+    return change

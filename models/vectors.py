@@ -58,11 +58,9 @@ class ItemVectors:
         row = self.positions(np.array([video_id]))[0]
         if row < 0:
             raise KeyError(f"no vector for video {video_id!r}")
-        scores = self.vectors @ self.vectors[row]
-        scores[row] = -np.inf
-        k = min(k, len(self) - 1)
-        top = np.argsort(-scores, kind="stable")[:k]
-        return pd.DataFrame({"video_id": self.video_ids[top], "cosine": scores[top].astype(float)})
+        top = top_k_neighbours(self, np.array([video_id]), k)[0]
+        cosine = self.vectors[top] @ self.vectors[row]
+        return pd.DataFrame({"video_id": self.video_ids[top], "cosine": cosine.astype(float)})
 
     def to_frame(self) -> pd.DataFrame:
         """video_id plus one list-valued `vector` column, for Parquet."""

@@ -19,7 +19,7 @@ import pandas as pd
 from models.profile import encode_profiles, fit_vocabulary, profile_indices
 from pipelines import feature_store, tracking, workspace
 from pipelines.config import Config
-from pipelines.data.io import DataFileError, read_table
+from pipelines.data.io import read_table
 from pipelines.feature_store import TIMESTAMP, FeatureTables
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,7 @@ def feature_repo_dir(config: Config) -> Path:
 
 
 def read_validated(config: Config) -> dict[str, pd.DataFrame]:
-    folder = workspace.validated_dir(config)
-    if not (folder / "manifest.json").exists():
-        raise DataFileError(f"{folder}: no validated tables; run the validate step first")
+    folder = workspace.validated_manifest(config).parent
     return {name: read_table(folder / f"{name}.parquet") for name in ("videos", "users", "events")}
 
 

@@ -41,7 +41,7 @@ PLAY_RATIO = "play_time_s / duration_s"
 DOCS_SITE = "gate_docs"
 
 
-def _expect(kind: type, table: str, about: str | None, check: str, **kwargs) -> object:
+def expectation(kind: type, table: str, about: str | None, check: str, **kwargs) -> object:
     """An expectation whose `meta` names the table and contract column it is about (its own
     `column` may be a helper column) and the check in words."""
     meta = {"table": table, "column": about, "check": check}
@@ -93,7 +93,7 @@ def input_suites(
     suites: dict[str, list] = {name: [] for name in schemas}
 
     def add(kind: type, table: str, about: str | None, check: str, **kwargs) -> None:
-        suites[table].append(_expect(kind, table, about, check, **kwargs))
+        suites[table].append(expectation(kind, table, about, check, **kwargs))
 
     for name, schema in schemas.items():
         add(gxe.ExpectTableRowCountToBeBetween, name, None, "table is not empty", min_value=1)
@@ -150,8 +150,8 @@ def run_suites(
     errors, warnings, total = [], [], 0
     for name, expectations in suites.items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{name}"))
-        for expectation in expectations:
-            suite.add_expectation(expectation)
+        for rule in expectations:
+            suite.add_expectation(rule)
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{gate}.{name}", data=batch, suite=suite)

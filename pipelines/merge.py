@@ -23,8 +23,8 @@ from models.weights import (
     retention_labels,
     user_mean_outputs,
 )
-from pipelines import registry, tracking, workspace
-from pipelines.candidates import profiles_from_store, read_candidate_pairs
+from pipelines import feature_store, registry, tracking, workspace
+from pipelines.candidates import read_candidate_pairs
 from pipelines.config import Config
 from pipelines.data.io import DataFileError, publish_folder
 from pipelines.features import feature_repo_dir
@@ -125,7 +125,9 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
         mlflow.log_dict(weights.to_dict(), "objective_weights.json")
         if weights.clipped:
             mlflow.set_tag("clipped_weights", ",".join(weights.clipped))
-        _, video_ids, _ = profiles_from_store(feature_repo_dir(config))
+        video_ids = feature_store.read_source(feature_repo_dir(config), "video_profile")[
+            "video_id"
+        ].unique()
         docs_dir = workspace.reports_dir(config) / "output_gate"
         report = run_related_gate(
             table, pairs, video_ids, config.merge.top_n, docs_dir, config.gate.examples
@@ -151,9 +153,7 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
             {"related_table": path},
             {
                 "dataset": config.data.dataset,
-                "data_digest": registry.file_digest(
-                    workspace.validated_dir(config) / "manifest.json"
-                ),
+                "data_digest": registry.file_digest(workspace.validated_manifest(config)),
                 "config_digest": registry.config_digest(config.raw),
                 "table_digest": registry.file_digest(path),
                 "output_gate": "passed",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.gate_report import GateReport
-from pipelines.gates import _expect, run_suites
+from pipelines.gates import expectation, run_suites
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def related_check_frame(
 
 def related_suite(top_n: int) -> list:
     def expect(kind: type, about: str | None, check: str, **kwargs) -> object:
-        return _expect(kind, TABLE, about, check, **kwargs)
+        return expectation(kind, TABLE, about, check, **kwargs)
 
     return [
         expect(gxe.ExpectTableRowCountToBeBetween, None, "table is not empty", min_value=1),

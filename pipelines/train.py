@@ -37,7 +37,7 @@ from models.two_tower import TwoTowerParams, fit_two_tower
 from pipelines import feature_store, registry, tracking, truth_checks, workspace
 from pipelines.candidates import profiles_from_store
 from pipelines.config import Config, Objective
-from pipelines.data.io import DataFileError, publish_folder, read_table
+from pipelines.data.io import publish_folder, read_table
 from pipelines.features import feature_repo_dir
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,15 @@ def models_dir(config: Config) -> Path:
 
 def read_events(config: Config, until: pd.Timestamp | None = None) -> pd.DataFrame:
     """The validated events, only those before `until` when given (the training days)."""
-    folder = workspace.validated_dir(config)
-    if not (folder / "manifest.json").exists():
-        raise DataFileError(f"{folder}: no validated tables; run the validate step first")
+    folder = workspace.validated_manifest(config).parent
     events = read_table(folder / "events.parquet")
     return events if until is None else events[events["ts"] < until].reset_index(drop=True)
 
 
-def context_features(events: pd.DataFrame, repo: Path) -> pd.DataFrame:
+def context_features(events: pd.DataFrame, matrix, video_ids: np.ndarray) -> pd.DataFrame:
     """Event context that is not a label: whether the video was shown under a source, the
-    content cosine of the two, the hour of day, the video's length."""
-    matrix, video_ids, _ = profiles_from_store(repo)
+    content cosine of the two (profile rows of `matrix`, in `video_ids` order), the hour of day,
+    the video's length."""
     index = pd.Index(video_ids)
     source_rows = index.get_indexer(events["source_video_id"].fillna("").astype(str))
     video_rows = index.get_indexer(events["video_id"].astype(str))
@@ -114,14 +112,17 @@ def run_train(config: Config, until: pd.Timestamp | None = None, progress: bool 
     tags = _version_tags(config, until)
     with tracking.step_run("train", params), publish_folder(models_dir(config)) as folder:
         started = time.perf_counter()
+        matrix, video_ids, vocabulary = profiles_from_store(repo)
         frame = feature_store.historical_features(repo, events, "coordinating_network")
-        frame = pd.concat([frame, context_features(frame, repo)], axis=1)
+        frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
         log.info("training set: %s events with their features", f"{len(frame):,}")
         truth = truth_checks.load_truth(workspace.raw_dir(config))
-        routed, routing, cn_version = _train_coordinating(config, frame, folder, tags, truth)
+        routed, routing, cn_version = _train_coordinating(
+            config, frame, vocabulary.n_columns, folder, tags, truth
+        )
         trained = Trained(folder, routing, {"coordinating-network": cn_version})
         trained.seconds["coordinating-network"] = time.perf_counter() - started
-        items = _catalog(repo)
+        items = _catalog(matrix, video_ids, vocabulary)
         tower_rows = feature_store.historical_features(repo, events, "two_tower")
         rng = np.random.default_rng(config.seed)
         check = _truth_check(truth, frame)
@@ -160,7 +161,12 @@ def run_train(config: Config, until: pd.Timestamp | None = None, progress: bool 
 
 
 def _train_coordinating(
-    config: Config, frame: pd.DataFrame, folder: Path, tags: dict[str, str], truth
+    config: Config,
+    frame: pd.DataFrame,
+    n_columns: int,
+    folder: Path,
+    tags: dict[str, str],
+    truth,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     settings, dataset = config.coordinating, config.dataset
     objectives = [(objective.name, objective.label) for objective in config.objectives]
@@ -177,7 +183,7 @@ def _train_coordinating(
         user_categorical=tuple(dataset.user_categorical),
         user_numeric=tuple(dataset.user_numeric),
         context_numeric=CONTEXT,
-        n_columns=_n_columns(frame),
+        n_columns=n_columns,
     )
     with tracking.step_run("coordinating-network", dataclasses.asdict(params)):
         labels = objective_labels(frame, objectives)
@@ -336,20 +342,14 @@ def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, e
     return str(version.version)
 
 
-def _catalog(repo: Path) -> pd.DataFrame:
+def _catalog(matrix, video_ids: np.ndarray, vocabulary) -> pd.DataFrame:
     """Every video's current profile: the two-tower item tower's input."""
-    matrix, video_ids, vocabulary = profiles_from_store(repo)
     items = pd.DataFrame(
         {"video_id": video_ids, "profile_indices": [list(row.indices) for row in matrix]}
     )
     items.attrs["attribute_of_column"] = vocabulary.attribute_of_column
     items.attrs["n_columns"] = vocabulary.n_columns
     return items
-
-
-def _n_columns(frame: pd.DataFrame) -> int:
-    longest = frame["profile_indices"].map(lambda row: max(row) + 1 if len(row) else 0)
-    return int(longest.max())
 
 
 def _log_curve(history) -> None:
@@ -360,7 +360,7 @@ def _log_curve(history) -> None:
 
 
 def _version_tags(config: Config, until: pd.Timestamp | None) -> dict[str, str]:
-    manifest = workspace.validated_dir(config) / "manifest.json"
+    manifest = workspace.validated_manifest(config)
     parent = mlflow.active_run()
     return {
         "dataset": config.data.dataset,

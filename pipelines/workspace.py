@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines.config import Config, ConfigError
 from pipelines.data.contract import TABLES
-from pipelines.data.io import find_table
+from pipelines.data.io import DataFileError, find_table
 
 
 def dataset_dir(config: Config) -> Path:
@@ -23,6 +23,16 @@ def raw_dir(config: Config) -> Path:
 
 def validated_dir(config: Config) -> Path:
     return dataset_dir(config) / "validated"
+
+
+def validated_manifest(config: Config) -> Path:
+    """The manifest of the validated tables; a clear error if the gate has not passed yet."""
+    manifest = validated_dir(config) / "manifest.json"
+    if not manifest.exists():
+        raise DataFileError(
+            f"{validated_dir(config)}: no validated tables; run the validate step first"
+        )
+    return manifest
 
 
 def reports_dir(config: Config) -> Path:

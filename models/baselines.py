@@ -105,15 +105,18 @@ def item_cf_lists(
 
 
 def vector_lists(
-    vectors: ItemVectors, n: int, candidate_pairs: pd.DataFrame | None = None
+    vectors: ItemVectors, n: int, candidate_pairs: pd.DataFrame | None = None, sign: int = 1
 ) -> pd.DataFrame:
-    """Top n per video by the cosine of item vectors (ALS, two-tower); score = cosine.
+    """Top n per video by sign * cosine of item vectors (ALS, two-tower); score = sign * cosine.
 
     Without candidate_pairs: nearest neighbours among all videos (no relevance gate). With them:
     only the candidates are ranked (pairs where either side has no vector are dropped), and
-    their content_similarity is carried over."""
+    their content_similarity is carried over. sign -1 ranks a dislike model as the paper does:
+    the least similar first ("zero minus the score")."""
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be 1 or -1, not {sign}")
     if candidate_pairs is None:
-        neighbours = top_k_neighbours(vectors, vectors.video_ids, n)
+        neighbours = top_k_neighbours(vectors, vectors.video_ids, n, sign)
         k = neighbours.shape[1]
         sources = np.repeat(vectors.video_ids, k)
         targets = vectors.video_ids[neighbours.ravel()]
@@ -127,5 +130,28 @@ def vector_lists(
         )
         pairs = pairs[keep]
     cosine = vectors.pair_cosine(pairs["video_id"].to_numpy(), pairs["related_video_id"].to_numpy())
-    pairs = pairs.assign(score=cosine)
+    pairs = pairs.assign(score=sign * cosine)
     return _rank(pairs[pairs["score"].notna()], n)
+
+
+def ungated_pairs(models: list[ItemVectors], k: int) -> pd.DataFrame:
+    """The candidates of a method without the relevance gate: the union over `models` of each
+    video's k nearest neighbours by that model's cosine, as (source_video_id,
+    candidate_video_id), distinct, sorted."""
+    parts = []
+    for vectors in models:
+        if len(vectors) < 2:
+            continue
+        neighbours = top_k_neighbours(vectors, vectors.video_ids, k)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "source_video_id": np.repeat(vectors.video_ids, neighbours.shape[1]),
+                    "candidate_video_id": vectors.video_ids[neighbours.ravel()],
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["source_video_id", "candidate_video_id"])
+    pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
+    return pairs.sort_values(["source_video_id", "candidate_video_id"]).reset_index(drop=True)

@@ -23,6 +23,7 @@ from models.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
+
 def _embedding_init(dim: int) -> keras.initializers.Initializer:
     # Vectors of norm about 1, like the one-hot inputs beside them: with Keras' default (+-0.05)
     # SGD took several times as many epochs to leave the base-rate loss in trials.

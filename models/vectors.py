@@ -71,8 +71,11 @@ class ItemVectors:
         return cls.from_raw(frame["video_id"].to_numpy(), np.stack(frame["vector"].to_numpy()))
 
 
-def top_k_neighbours(vectors: ItemVectors, video_ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of each given video's k nearest other videos by cosine, (len(video_ids), k)."""
+def top_k_neighbours(
+    vectors: ItemVectors, video_ids: np.ndarray, k: int, sign: int = 1
+) -> np.ndarray:
+    """Positions of each given video's k nearest other videos by cosine, (len(video_ids), k);
+    with sign -1 the k farthest (highest -cosine), as the paper ranks its dislike model."""
     rows = vectors.positions(video_ids)
     if (rows < 0).any():
         raise KeyError(f"{int((rows < 0).sum())} video id(s) have no vector")
@@ -80,7 +83,7 @@ def top_k_neighbours(vectors: ItemVectors, video_ids: np.ndarray, k: int) -> np.
     out = np.empty((len(rows), k), dtype=np.int64)
     for start in range(0, len(rows), 1024):
         block = rows[start : start + 1024]
-        scores = vectors.vectors[block] @ vectors.vectors.T
+        scores = sign * (vectors.vectors[block] @ vectors.vectors.T)
         scores[np.arange(len(block)), block] = -np.inf
         out[start : start + len(block)] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return out

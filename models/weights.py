@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 log = logging.getLogger(__name__)
 
 
-def retention_labels(events: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.Series:
+def retention_labels(events: pd.DataFrame, cutoff: pd.Timestamp, days: float) -> pd.Series:
     """Per user seen at or before `cutoff` (index user_id, name `retained`): True if the user has
     any event in (cutoff, cutoff + days]."""
     _require(events, ["user_id", "ts"], "events")
@@ -30,12 +30,27 @@ def retention_labels(events: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> p
     return pd.Series(users.isin(returned), index=users, name="retained")
 
 
-def default_cutoff(events: pd.DataFrame, days: int) -> pd.Timestamp:
-    """The last event time minus `days`: every user is then observed for `days` after it."""
+def retention_window(events: pd.DataFrame, days: float) -> tuple[pd.Timestamp, float]:
+    """The cut-off and the retention window in days: the last event time minus `days`, so that
+    every user is observed for `days` after it. A log shorter than twice `days` (KuaiRand's six
+    days against a 7-day window) gets half its span instead, with a warning: users must be seen
+    both before and after the cut-off."""
     _require(events, ["ts"], "events")
     if events.empty:
-        raise ValueError("default_cutoff: no events")
-    return pd.Timestamp(events["ts"].max()) - pd.Timedelta(days=days)
+        raise ValueError("retention_window: no events")
+    last = pd.Timestamp(events["ts"].max())
+    span = (last - pd.Timestamp(events["ts"].min())) / pd.Timedelta(days=1)
+    window = float(days)
+    if span < 2 * window:
+        window = span / 2
+        log.warning(
+            "objective weights: the log spans %.1f days, less than twice the %s-day retention "
+            "window: retention is measured over the last %.1f days instead",
+            span,
+            days,
+            window,
+        )
+    return last - pd.Timedelta(days=window), window
 
 
 def user_mean_outputs(

@@ -1,6 +1,7 @@
 """The command line: `related-videos [--config F] [--set key=value ...] COMMAND`.
 
-Commands are the steps (generate, ingest, validate, features, candidates, train, merge), `main`
+Commands are the steps (generate, ingest, validate, features, candidates, train, merge,
+evaluate, experiment), `main`
 (the chain) and `demo` (the chain on the embedded defaults, then where to look next). Known
 failures print a message, not a trace.
 """
@@ -8,6 +9,7 @@ failures print a message, not a trace.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -67,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("candidates", help="stage 1: content-gated candidate pairs")
     commands.add_parser("train", help="stage 2: coordinating network, ALS and two-tower models")
     commands.add_parser("merge", help="stage 3: the related-video table, gated and registered")
+    commands.add_parser(
+        "evaluate", help="offline evaluation: every method on the training days, a report"
+    )
+    commands.add_parser(
+        "experiment", help="simulated A/B test of the evaluated methods (synthetic data only)"
+    )
+    commands.add_parser(
+        "promote", help="compare the challenger with the champion; approve or reject it"
+    )
+    commands.add_parser("publish", help="make the approved challenger (or the champion) live")
+    commands.add_parser("rollback", help="move the champion back to the previous one, live")
+    commands.add_parser("serve", help="the HTTP service: GET /related/{video_id}?n=, /health")
+    related = commands.add_parser("related", help="print a video's live related list")
+    related.add_argument("video_id")
+    related.add_argument("-n", type=int, default=None, help="how many (default: merge.top_n)")
     commands.add_parser("main", help="the whole chain as one MLflow parent run")
     commands.add_parser("demo", help="the whole chain on the embedded defaults")
     return parser
@@ -86,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=message, category=category)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"data.dataset={args.dataset}")
@@ -95,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"synthetic.size={args.size}")
     try:
         config = load_config(args.config, overrides)
-        return _run(args.command, config)
+        return _run(args, config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -114,16 +132,21 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith(QUIET_LOGGERS)
 
 
-def _run(command: str, config: Config) -> int:
+def _run(args: argparse.Namespace, config: Config) -> int:
+    command = args.command
     # Imported here so that `--help` and configuration errors answer without loading MLflow,
     # Great Expectations and TensorFlow.
     from pipelines import tracking
     from pipelines.candidates import run_candidates
+    from pipelines.evaluate import run_evaluate
+    from pipelines.experiment import run_experiment
     from pipelines.features import run_features
     from pipelines.generate import run_generate
     from pipelines.ingest import run_ingest
-    from pipelines.main import run_main
+    from pipelines.main import run_main, run_steps, steps_until
     from pipelines.merge import run_merge
+    from pipelines.promote import run_promote, run_publish, run_rollback
+    from pipelines.serve import related_lines, run_server
     from pipelines.train import run_train
     from pipelines.validate import run_validate
 
@@ -131,7 +154,7 @@ def _run(command: str, config: Config) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     if command in ("main", "demo"):
         result = run_main(config)
-        print(result.validated.report.summary())
+        print(_chain_lines(result))
         if command == "demo":
             _print_next_steps(config, result)
         return 0
@@ -158,7 +181,63 @@ def _run(command: str, config: Config) -> int:
         merged = run_merge(config)
         print(merged.report.summary())
         print(_merged_lines(merged))
+    elif command == "evaluate":
+        # The data, features and candidates it needs, reused where they are up to date.
+        run_steps(config, steps_until(config, "candidates"))
+        print(_evaluation_lines(run_evaluate(config)))
+    elif command == "experiment":
+        experiment = run_experiment(config)
+        print(experiment.table.to_string())
+        print(f"report: {experiment.folder}")
+    elif command == "promote":
+        print(_decision_lines(run_promote(config)))
+    elif command in ("publish", "rollback"):
+        print(
+            _published_line(run_publish(config) if command == "publish" else run_rollback(config))
+        )
+    elif command == "serve":
+        run_server(config)
+    elif command == "related":
+        print(related_lines(config, args.video_id, args.n))
     return 0
+
+
+def _chain_lines(result) -> str:
+    reused = ", ".join(result.reused) or "none"
+    lines = [f"steps run: {', '.join(result.ran) or 'none'}; reused (unchanged): {reused}"]
+    if "train" in result.results:
+        lines.append(_trained_lines(result.results["train"]))
+    if "merge" in result.results:
+        lines.append(result.results["merge"].report.summary())
+    if "evaluate" in result.results:
+        lines.append(_evaluation_lines(result.results["evaluate"]))
+    lines += [_decision_lines(result.decision), _published_line(result.published)]
+    return "\n".join(lines)
+
+
+def _decision_lines(decision) -> str:
+    verdict = "approved" if decision.promote else "REJECTED"
+    lines = [
+        f"promotion: related-videos v{decision.challenger} {verdict}: {'; '.join(decision.reasons)}"
+    ]
+    if decision.champion and decision.champion != decision.challenger:
+        compared = decision.comparison.dropna(subset=["champion"])
+        for row in compared.itertuples():
+            mark = "  worse" if row.worse else ""
+            lines.append(
+                f"  {row.metric:<18} v{decision.challenger} {row.challenger:.4f}  "
+                f"champion v{decision.champion} {row.champion:.4f}  {row.change:+.1%}{mark}"
+            )
+    return "\n".join(lines)
+
+
+def _published_line(published) -> str:
+    live = published.live
+    state = "published" if published.changed else "already live"
+    return (
+        f"online: related-videos v{published.version} {state} ({live.videos:,} videos, "
+        f"{live.color} copy since {live.published_at}); champion v{published.version}"
+    )
 
 
 def _trained_lines(trained) -> str:
@@ -190,6 +269,25 @@ def _merged_lines(merged, examples: int = 3, shown: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _evaluation_lines(evaluation) -> str:
+    """The headline columns of the evaluation table, and where the report is."""
+    from pipelines.evaluation_report import HEADLINE
+
+    keys = [key for key, _ in HEADLINE[:7] if key in evaluation.table]
+    lines = [
+        f"offline evaluation (test from {evaluation.split}), change against the baseline:",
+        f"  {'method':<20}" + "".join(f"{key.replace('_play_time', '_play'):>14}" for key in keys),
+    ]
+    for method in evaluation.table.index:
+        if method == evaluation.baseline:
+            cells = [f"{evaluation.table.loc[method, key]:14.4f}" for key in keys]
+        else:
+            cells = [f"{evaluation.change.loc[method, key]:+13.1f}%" for key in keys]
+        lines.append(f"  {method:<20}" + "".join(cells))
+    lines.append(f"report: {evaluation.report}")
+    return "\n".join(lines)
+
+
 def _belongs(model: str, name: str) -> bool:
     return model == name or model in (f"als-{name}", f"two-tower-{name}")
 
@@ -203,20 +301,43 @@ def _candidates_line(candidates) -> str:
 
 
 def _print_next_steps(config, result) -> None:
-    workspace = config.workspace.resolve()
-    rows = ", ".join(f"{count:,} {name}" for name, count in result.validated.rows.items())
+    from pipelines import online, workspace
+    from pipelines.evaluate import report_dir
+    from pipelines.features import feature_repo_dir
+    from pipelines.serve import related_lines
+
+    manifest = json.loads(workspace.validated_manifest(config).read_text())
+    rows = ", ".join(f"{count:,} {name}" for name, count in manifest["rows"].items())
+    repo = feature_repo_dir(config)
+    live = online.read_live(repo)
+    examples = []
+    if live is not None:
+        table = online.read_related(repo, _some_sources(config, 3), live)
+        examples = [
+            related_lines(config, video_id, 5) for video_id, found in table.items() if found
+        ]
     print(f"""
 Demo finished: {rows} passed the input gate.
-  validated tables : {result.validated.folder}
-  gate data docs   : {result.validated.report.docs_index}
-  feature repo     : {result.features.repo}  (cd there: feast ui)
-  candidate pairs  : {_candidates_line(result.candidates)}
-{_trained_lines(result.trained)}
-{_merged_lines(result.merged)}
-  output gate docs : {result.merged.report.docs_index}
-  MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
-                     (parent run {result.run_id}; models under "Models")
-  workspace        : {workspace}""")
+{chr(10).join(examples)}
+
+Where to look next:
+  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
+                     (parent run {result.run_id}; registered models under "Models":
+                     related-videos has the aliases champion and challenger)
+  evaluation       : {report_dir(config) / "report.html"}
+  input gate docs  : {workspace.reports_dir(config) / "input_gate" / "index.html"}
+  feature repo     : {repo}  (cd there: feast ui, or feast serve)
+  serve the table  : .venv/bin/related-videos serve, then
+                     curl 'http://{config.serving.host}:{config.serving.port}/related/<video_id>?n=5'
+  one list         : .venv/bin/related-videos related <video_id>
+  workspace        : {config.workspace.resolve()}""")
+
+
+def _some_sources(config, count: int) -> list[str]:
+    from pipelines.merge import read_related_table
+
+    table = read_related_table(config)
+    return list(table["video_id"].drop_duplicates().head(count))
 
 
 if __name__ == "__main__":

@@ -242,7 +242,36 @@ class WeightsConfig:
 @dataclass(frozen=True)
 class EvaluationConfig:
     test_days: int
+    baseline: str
+    at: int
     cold_max_events: int
+    item_cf_min_cooccurrence: int
+    ungated_neighbours: int
+    main_methods: list[str]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    days: int
+    replicates: int
+    aa_replicates: int
+    confidence: float
+    baseline: str
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    tolerance: float
+    metrics: list[str]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    online_store: str
+    redis: str
+    host: str
+    port: int
+    max_n: int
 
 
 @dataclass(frozen=True)
@@ -262,6 +291,9 @@ class Config:
     merge: MergeConfig
     weights: WeightsConfig
     evaluation: EvaluationConfig
+    experiment: ExperimentConfig
+    promotion: PromotionConfig
+    serving: ServingConfig
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -8,15 +8,18 @@ plain Feast repo: `cd` into it and `feast ui`, `feast materialize-incremental` w
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from pipelines.data.io import publish_folder, write_json
 
@@ -31,6 +34,12 @@ SOURCE_FILES = {
     "vocabulary": "profile_vocabulary.parquet",
 }
 TIMESTAMP = "event_timestamp"
+PROFILE_VIEWS = ("video_profile", "video_attributes", "user_profile")
+RELATED_COLORS = ("blue", "green")  # feature_repo/related.py
+# Feast's file registry rewrites registry.db in place (a materialize does so twice): a reader
+# that reads it meanwhile finds it empty or cut short. Online reads try again, reading it anew.
+REGISTRY_ATTEMPTS = 5
+REGISTRY_PAUSE_S = 0.05
 
 
 class FeatureStoreError(RuntimeError):
@@ -49,14 +58,76 @@ class FeatureTables:
     columns: Mapping[str, object]
 
 
-def deploy_repo(target: Path, source: Path = FEATURE_REPO) -> Path:
-    """Copy the repo's definitions (not its data) into `target`; data/ there is kept."""
+def deploy_repo(
+    target: Path,
+    source: Path = FEATURE_REPO,
+    online_store: Mapping[str, object] | None = None,
+    project: str | None = None,
+) -> Path:
+    """Copy the repo's definitions (not its data) into `target`; data/ there is kept.
+
+    `online_store` replaces the yaml's online_store section (e.g. {"type": "redis",
+    "connection_string": "localhost:6379"}); `project` its project (Redis keys are per project,
+    so two data sets on one server need two). The related-video copies get empty sources until
+    a table is published, so that `feast materialize` works on the repo from the start."""
     target.mkdir(parents=True, exist_ok=True)
     for pattern in DEFINITIONS:
         for path in source.glob(pattern):
             shutil.copy2(path, target / path.name)
+    if online_store or project:
+        settings = yaml.safe_load((target / "feature_store.yaml").read_text())
+        if online_store:
+            settings["online_store"] = dict(online_store)
+        if project:
+            settings["project"] = project
+        (target / "feature_store.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     (target / "data").mkdir(exist_ok=True)
+    related = target / "data" / "related"
+    related.mkdir(exist_ok=True)
+    for color in RELATED_COLORS:
+        if not (related / f"{color}.parquet").exists():
+            write_atomically(empty_related_rows(), related / f"{color}.parquet")
     return target
+
+
+def online_store_of(repo: Path) -> dict:
+    """The repo's online_store section as its feature_store.yaml says."""
+    settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
+    return dict(settings.get("online_store") or {})
+
+
+def ensure_online_store(repo: Path, online_store: Mapping[str, object], project: str) -> bool:
+    """Point the deployed repo at `online_store` (and apply) if it points elsewhere; True if it
+    had to. A publish goes where the configuration says, whatever the features step used."""
+    settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
+    if online_store_of(repo) == dict(online_store) and settings.get("project") == project:
+        return False
+    log.info("feature repo %s: project %s, online store now %s", repo, project, dict(online_store))
+    deploy_repo(repo, online_store=online_store, project=project)
+    apply(repo)
+    return True
+
+
+def empty_related_rows() -> pd.DataFrame:
+    """The related-video source's columns, without rows."""
+    return pd.DataFrame(
+        {
+            "video_id": pd.Series(dtype=str),
+            "related_video_ids": pd.Series(dtype=object),
+            "scores": pd.Series(dtype=object),
+            "reasons": pd.Series(dtype=object),
+            "table_version": pd.Series(dtype=str),
+            TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]"),
+        }
+    )
+
+
+def write_atomically(frame: pd.DataFrame, path: Path) -> Path:
+    """Parquet to a temporary file beside `path`, then one rename: never a half-written file."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(scratch, index=False)
+    os.replace(scratch, path)
+    return path
 
 
 def publish_sources(repo: Path, tables: FeatureTables) -> Path:
@@ -101,9 +172,13 @@ def open_store(repo: Path):
     return FeatureStore(repo_path=str(repo))
 
 
-def materialize(repo: Path, start: datetime, end: datetime) -> None:
-    """Load every view's latest values in [start, end] into the online store (SQLite)."""
-    open_store(repo).materialize(start_date=start, end_date=end)
+def materialize(
+    repo: Path, start: datetime, end: datetime, views: Sequence[str] | None = None
+) -> None:
+    """Load the views' latest values in [start, end] into the online store (all views when
+    `views` is None)."""
+    views = None if views is None else list(views)
+    open_store(repo).materialize(start_date=start, end_date=end, feature_views=views)
 
 
 def historical_features(
@@ -132,10 +207,30 @@ def historical_features(
 
 
 def online_features(
-    repo: Path, features: str | Sequence[str], entity_rows: Sequence[Mapping[str, object]]
+    repo: Path,
+    features: str | Sequence[str],
+    entity_rows: Sequence[Mapping[str, object]],
+    store=None,
 ) -> pd.DataFrame:
     """Online lookup: a FeatureService name, or feature references like "video_profile:duration_s".
-    Unknown entities come back with null features."""
-    store = open_store(repo)
-    refs = store.get_feature_service(features) if isinstance(features, str) else list(features)
-    return store.get_online_features(features=refs, entity_rows=list(entity_rows)).to_df()
+    Unknown entities come back with null features. `store`: an open store on `repo` to reuse (a
+    server keeps one: opening one reads the registry, ~6 ms); else one is opened."""
+    from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
+    from google.protobuf.message import DecodeError
+
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        try:
+            if store is None:
+                store = open_store(repo)
+            elif attempt > 1:
+                store.refresh_registry()
+            refs = (
+                store.get_feature_service(features) if isinstance(features, str) else list(features)
+            )
+            found = store.get_online_features(features=refs, entity_rows=list(entity_rows))
+            return found.to_df()
+        except (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError):
+            if attempt == REGISTRY_ATTEMPTS:
+                raise
+            time.sleep(REGISTRY_PAUSE_S * attempt)
+    raise AssertionError("unreachable")

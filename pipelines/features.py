@@ -8,6 +8,7 @@ user's features from registration or the first event. Nothing expires.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import pandas as pd
 
 from models.profile import encode_profiles, fit_vocabulary, profile_indices
 from pipelines import feature_store, tracking, workspace
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.data.io import read_table
 from pipelines.feature_store import TIMESTAMP, FeatureTables
 
@@ -86,6 +87,21 @@ def _since(table: pd.DataFrame, key: str, time_column: str, events: pd.DataFrame
     return own.where(first_seen.isna() | (own <= first_seen), first_seen)
 
 
+def feast_project(config: Config) -> str:
+    """The data set's Feast project: related_videos_<dataset> (letters, digits, underscores)."""
+    return "related_videos_" + re.sub(r"[^A-Za-z0-9_]", "_", config.data.dataset)
+
+
+def online_store_settings(config: Config) -> dict[str, object]:
+    """The feature repo's online store: SQLite in the repo, or the configured Redis."""
+    kind = config.serving.online_store
+    if kind == "sqlite":
+        return {"type": "sqlite", "path": "data/online_store.db"}
+    if kind == "redis":
+        return {"type": "redis", "connection_string": config.serving.redis}
+    raise ConfigError(f"serving.online_store: {kind!r} is neither sqlite nor redis")
+
+
 def run_features(config: Config) -> Features:
     tables_in = read_validated(config)
     repo = feature_repo_dir(config)
@@ -99,13 +115,17 @@ def run_features(config: Config) -> Features:
         tables = build_feature_tables(
             tables_in["videos"], tables_in["users"], tables_in["events"], config
         )
-        feature_store.deploy_repo(repo)
+        feature_store.deploy_repo(
+            repo, online_store=online_store_settings(config), project=feast_project(config)
+        )
         sources = feature_store.publish_sources(repo, tables)
         built = time.perf_counter()
         feature_store.apply(repo)
         applied = time.perf_counter()
         start = min(tables.video_profile[TIMESTAMP].min(), tables.user_profile[TIMESTAMP].min())
-        feature_store.materialize(repo, start.to_pydatetime(), datetime.now(UTC))
+        feature_store.materialize(
+            repo, start.to_pydatetime(), datetime.now(UTC), feature_store.PROFILE_VIEWS
+        )
         done = time.perf_counter()
         _log_features(tables, sources, built - started, applied - built, done - applied)
         log.info(

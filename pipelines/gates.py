@@ -104,31 +104,82 @@ def input_suites(
                 add(gxe.ExpectColumnValuesToNotBeNull, name, col, "value is present", column=col)
             if column.kind in (TIMESTAMP, FLOAT, INT, FLAG):
                 kind = "a timestamp" if column.kind == TIMESTAMP else "a number"
-                add(gxe.ExpectColumnValuesToBeNull, name, col, f"value parses as {kind}",
-                    column=UNPARSEABLE.format(col))
+                add(
+                    gxe.ExpectColumnValuesToBeNull,
+                    name,
+                    col,
+                    f"value parses as {kind}",
+                    column=UNPARSEABLE.format(col),
+                )
             if column.kind == TIMESTAMP:
-                add(gxe.ExpectColumnValuesToBeBetween, name, col,
-                    "timestamp is not in the future", column=col, max_value=latest)
+                add(
+                    gxe.ExpectColumnValuesToBeBetween,
+                    name,
+                    col,
+                    "timestamp is not in the future",
+                    column=col,
+                    max_value=latest,
+                )
         if len(schema.key) == 1:
-            add(gxe.ExpectColumnValuesToBeUnique, name, schema.key[0], "key is unique",
-                column=schema.key[0])
+            add(
+                gxe.ExpectColumnValuesToBeUnique,
+                name,
+                schema.key[0],
+                "key is unique",
+                column=schema.key[0],
+            )
 
-    add(gxe.ExpectColumnValuesToBeBetween, VIDEOS, "duration_s", "duration is positive",
-        column="duration_s", min_value=0, strict_min=True)
+    add(
+        gxe.ExpectColumnValuesToBeBetween,
+        VIDEOS,
+        "duration_s",
+        "duration is positive",
+        column="duration_s",
+        min_value=0,
+        strict_min=True,
+    )
     key = list(schemas[EVENTS].key)
-    add(gxe.ExpectCompoundColumnsToBeUnique, EVENTS, ", ".join(key), "an event is not repeated",
-        column_list=key, mostly=1.0 - settings.duplicate_event_tolerance)
+    add(
+        gxe.ExpectCompoundColumnsToBeUnique,
+        EVENTS,
+        ", ".join(key),
+        "an event is not repeated",
+        column_list=key,
+        mostly=1.0 - settings.duplicate_event_tolerance,
+    )
     for flag in EVENT_FLAGS:
-        add(gxe.ExpectColumnValuesToBeInSet, EVENTS, flag, "flag is 0 or 1",
-            column=flag, value_set=[0, 1])
-    add(gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s", "play time is not negative",
-        column="play_time_s", min_value=0)
-    add(gxe.ExpectColumnValuesToBeBetween, EVENTS, "play_time_s",
+        add(
+            gxe.ExpectColumnValuesToBeInSet,
+            EVENTS,
+            flag,
+            "flag is 0 or 1",
+            column=flag,
+            value_set=[0, 1],
+        )
+    add(
+        gxe.ExpectColumnValuesToBeBetween,
+        EVENTS,
+        "play_time_s",
+        "play time is not negative",
+        column="play_time_s",
+        min_value=0,
+    )
+    add(
+        gxe.ExpectColumnValuesToBeBetween,
+        EVENTS,
+        "play_time_s",
         f"play time is at most {settings.max_play_ratio:g} x the video's duration",
-        column=PLAY_RATIO, max_value=settings.max_play_ratio)
+        column=PLAY_RATIO,
+        max_value=settings.max_play_ratio,
+    )
     for column, table in (("video_id", VIDEOS), ("source_video_id", VIDEOS), ("user_id", USERS)):
-        add(gxe.ExpectColumnValuesToBeNull, EVENTS, column, f"id is known in {table}",
-            column=UNKNOWN.format(column))
+        add(
+            gxe.ExpectColumnValuesToBeNull,
+            EVENTS,
+            column,
+            f"id is known in {table}",
+            column=UNKNOWN.format(column),
+        )
     return suites
 
 
@@ -185,8 +236,15 @@ def run_suites(
         )
         context.build_data_docs(site_names=[DOCS_SITE])
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
-    report = GateReport(gate, not errors, errors, warnings, total, docs_index,
-                        {name: str(path) for name, path in (sources or {}).items()})
+    report = GateReport(
+        gate,
+        not errors,
+        errors,
+        warnings,
+        total,
+        docs_index,
+        {name: str(path) for name, path in (sources or {}).items()},
+    )
     if docs_dir is not None:
         (docs_dir / "gate_result.json").write_text(
             json.dumps(report.to_dict(), indent=2, default=str)
@@ -260,6 +318,8 @@ def run_input_gate(
     log.info(
         "input gate %s: %d expectations, %d failed, %d within tolerance",
         "passed" if report.success else "FAILED",
-        report.expectations, len(report.errors), len(report.warnings),
+        report.expectations,
+        len(report.errors),
+        len(report.warnings),
     )
     return report, {name: result.frame for name, result in conformed.items()}

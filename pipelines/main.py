@@ -1,39 +1,109 @@
-"""The whole chain as one parent MLflow run: bring the data (generate or ingest), gate it,
-publish the features to Feast, find the candidate pairs (stage 1), then train the coordinating
-network and the per-objective models (stage 2), merge them into the related-video table (stage 3,
-gated and registered). Later stages (evaluate, promote, publish) join this chain.
+"""The whole chain as one parent MLflow run: bring the data (generate or ingest), gate it, publish
+the features, find the candidates, train, merge, evaluate, promote the new table if it is not
+worse than the champion, and publish the champion to the online store.
+
+A step whose inputs and configuration are those of its last finished run is reused, not run
+again: each step leaves a fingerprint in the folder it publishes (see `Step`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import yaml
 
-from pipelines import tracking
-from pipelines.candidates import Candidates, run_candidates
+from pipelines import faults, registry, tracking, workspace
+from pipelines.candidates import candidates_dir, run_candidates
 from pipelines.config import Config
-from pipelines.features import Features, run_features
+from pipelines.evaluate import run_evaluate
+from pipelines.features import feature_repo_dir, run_features
 from pipelines.generate import run_generate
 from pipelines.ingest import run_ingest
-from pipelines.merge import Merged, run_merge
-from pipelines.train import Trained, run_train
-from pipelines.validate import Validated, run_validate
+from pipelines.merge import related_dir, run_merge
+from pipelines.promote import Decision, Published, run_promote, run_publish
+from pipelines.train import models_dir, run_train
+from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
+MARKER = ".step.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of the chain: what it runs, the folder it publishes (where its fingerprint goes),
+    and the configuration keys (dotted paths into the YAML) its output depends on."""
+
+    name: str
+    run: Callable[[Config], Any]
+    folder: Callable[[Config], Path]
+    keys: tuple[str, ...]
+    inputs: Callable[[Config], dict[str, str]] = field(default=lambda config: {})
 
 
 @dataclass
 class PipelineResult:
     run_id: str
     tracking_uri: str
-    validated: Validated
-    features: Features
-    candidates: Candidates
-    trained: Trained
-    merged: Merged
+    ran: list[str]
+    reused: list[str]
+    results: dict[str, Any]  # what each step that ran returned
+    decision: Decision
+    published: Published
+
+
+def steps(config: Config) -> list[Step]:
+    """The chain for the configured data set: generate (synthetic) or ingest (kuairand) first;
+    a data set of your own files starts at validate."""
+    dataset = f"datasets.{config.data.dataset}"
+    first = []
+    if config.data.dataset == "synthetic":
+        first = [Step("generate", run_generate, workspace.raw_dir, ("seed", "synthetic"))]
+    elif config.data.dataset == "kuairand":
+        first = [Step("ingest", run_ingest, workspace.raw_dir, (dataset,), _kuairand_files)]
+    return [
+        *first,
+        Step(
+            "validate",
+            run_validate,
+            workspace.validated_dir,
+            ("data", dataset, "gate"),
+            _input_digests,
+        ),
+        Step(
+            "features",
+            run_features,
+            lambda c: feature_repo_dir(c) / "data" / "sources",
+            ("candidates.top_k_values", "serving.online_store", "serving.redis"),
+        ),
+        Step("candidates", lambda c: run_candidates(c), candidates_dir, ("candidates",)),
+        Step(
+            "train",
+            lambda c: run_train(c),
+            models_dir,
+            ("seed", "objectives", "coordinating", "two_tower", "training"),
+        ),
+        Step("merge", lambda c: run_merge(c), related_dir, ("merge", "weights")),
+        Step(
+            "evaluate",
+            lambda c: run_evaluate(c, c.evaluation.main_methods),
+            workspace.evaluation_dir,
+            ("evaluation",),
+        ),
+    ]
+
+
+def steps_until(config: Config, last: str) -> list[Step]:
+    """The chain up to and including the step named `last`."""
+    chain = steps(config)
+    names = [step.name for step in chain]
+    return chain[: names.index(last) + 1]
 
 
 def run_main(config: Config, progress: bool = True) -> PipelineResult:
@@ -42,15 +112,77 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
     with mlflow.start_run(run_name="pipeline", tags={"dataset": dataset}) as parent:
         mlflow.log_text(yaml.safe_dump(config.raw, sort_keys=False), "config.yaml")
         mlflow.log_params({"dataset": dataset, "seed": config.seed})
-        if dataset == "synthetic":
-            run_generate(config, progress=progress)
-        elif dataset == "kuairand":
-            run_ingest(config)
-        validated = run_validate(config)
-        features = run_features(config)
-        candidates = run_candidates(config, progress=progress)
-        trained = run_train(config, progress=progress)
-        merged = run_merge(config)
-        return PipelineResult(
-            parent.info.run_id, uri, validated, features, candidates, trained, merged
+        results, reused = run_steps(config, steps(config))
+        decision = run_promote(config)
+        faults.checkpoint("after:promote")
+        published = run_publish(config)
+        faults.checkpoint("after:publish")
+        ran = list(results)
+        mlflow.set_tags({"ran": ",".join(ran) or "none", "reused": ",".join(reused) or "none"})
+        return PipelineResult(parent.info.run_id, uri, ran, reused, results, decision, published)
+
+
+def run_steps(config: Config, chain: Iterable[Step]) -> tuple[dict[str, Any], list[str]]:
+    """Run each step unless its folder holds the fingerprint it would leave now; return what
+    the steps that ran returned, by name, and the names of those reused."""
+    ran: dict[str, Any] = {}
+    reused: list[str] = []
+    upstream = ""
+    for step in chain:
+        fingerprint = registry.digest(
+            {
+                "step": step.name,
+                "config": {key: _lookup(config.raw, key) for key in step.keys},
+                "inputs": step.inputs(config),
+                "upstream": upstream,
+            }
         )
+        folder = step.folder(config)
+        if _marker(folder) == fingerprint:
+            log.info("%s: reused (inputs and configuration unchanged since %s)", step.name, folder)
+            reused.append(step.name)
+        else:
+            ran[step.name] = step.run(config)
+            _write_marker(folder, step.name, fingerprint)
+        faults.checkpoint(f"after:{step.name}")
+        upstream = fingerprint
+    return ran, reused
+
+
+def _lookup(raw: dict, dotted: str) -> Any:
+    value: Any = raw
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _kuairand_files(config: Config) -> dict[str, str]:
+    """The shared KuaiRand files by name, size and time (too large to hash on every run)."""
+    folder = Path(config.paths.kuairand)
+    return {
+        path.name: f"{path.stat().st_size}-{path.stat().st_mtime_ns}"
+        for path in sorted(folder.glob("*"))
+        if path.is_file()
+    }
+
+
+def _input_digests(config: Config) -> dict[str, str]:
+    files = workspace.input_files(config)
+    return {name: registry.file_digest(path) for name, path in files.items()}
+
+
+def _marker(folder: Path) -> str | None:
+    path = folder / MARKER
+    try:
+        return json.loads(path.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_marker(folder: Path, step: str, fingerprint: str) -> None:
+    """Inside the step's published folder: a rerun of the step swaps the folder, marker and all,
+    so a marker never outlives the output it describes."""
+    payload = {"step": step, "fingerprint": fingerprint, "at": datetime.now(UTC).isoformat()}
+    scratch = folder / f"{MARKER}.tmp"
+    scratch.write_text(json.dumps(payload) + "\n")
+    scratch.replace(folder / MARKER)

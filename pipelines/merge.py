@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,9 @@ import pandas as pd
 from models.merge import MergeObjective, related_table
 from models.vectors import ItemVectors
 from models.weights import (
-    default_cutoff,
     fit_objective_weights,
     retention_labels,
+    retention_window,
     user_mean_outputs,
 )
 from pipelines import feature_store, registry, tracking, workspace
@@ -35,6 +36,7 @@ from pipelines.train import models_dir, read_events
 log = logging.getLogger(__name__)
 TABLE_FILE = "related_table.parquet"
 MODEL_NAME = "related-videos"
+CHALLENGER, CHAMPION = "challenger", "champion"  # the registry aliases
 
 
 @dataclass
@@ -65,14 +67,40 @@ def load_vectors(folder: Path, name: str) -> ItemVectors | None:
 def learn_weights(config: Config, events: pd.DataFrame, outputs: pd.DataFrame):
     names = config.objective_names()
     days = config.weights.retention_days
-    cutoff = default_cutoff(events, days)
-    retained = retention_labels(events, cutoff, days)
+    cutoff, window = retention_window(events, days)
+    retained = retention_labels(events, cutoff, window)
     features = user_mean_outputs(outputs, names, cutoff)
     users = retained.index.intersection(features.index)
     signs = {objective.name: objective.sign for objective in config.objectives}
     return fit_objective_weights(
         features.loc[users], retained.loc[users], signs, config.seed
     ), cutoff
+
+
+def merge_objectives(config: Config, learned: Mapping[str, float]) -> list[MergeObjective]:
+    """Each configured objective with its sign, manual weight a_k and learned weight w_k."""
+    return [
+        MergeObjective(
+            objective.name,
+            objective.sign,
+            config.merge.manual_weights.get(objective.name, 1.0),
+            learned[objective.name],
+        )
+        for objective in config.objectives
+    ]
+
+
+def model_vectors(
+    config: Config, folder: Path, two_tower: bool = True
+) -> dict[str, tuple[ItemVectors | None, ItemVectors | None]]:
+    """Per objective, the (ALS, two-tower) item vectors in `folder`; None where not trained."""
+    return {
+        objective.name: (
+            load_vectors(folder, f"als-{objective.name}"),
+            load_vectors(folder, f"two-tower-{objective.name}") if two_tower else None,
+        )
+        for objective in config.objectives
+    }
 
 
 def build_related(config: Config, until: pd.Timestamp | None = None):
@@ -84,23 +112,8 @@ def build_related(config: Config, until: pd.Timestamp | None = None):
     pairs = read_candidate_pairs(config)
     events = read_events(config, until)
     weights, cutoff = learn_weights(config, events, pd.read_parquet(outputs_path))
-    objectives = [
-        MergeObjective(
-            objective.name,
-            objective.sign,
-            config.merge.manual_weights.get(objective.name, 1.0),
-            weights.weights[objective.name],
-        )
-        for objective in config.objectives
-    ]
-    vectors = {
-        objective.name: (
-            load_vectors(folder, f"als-{objective.name}"),
-            load_vectors(folder, f"two-tower-{objective.name}"),
-        )
-        for objective in config.objectives
-    }
-    table = related_table(pairs, vectors, objectives, config.merge.top_n)
+    objectives = merge_objectives(config, weights.weights)
+    table = related_table(pairs, model_vectors(config, folder), objectives, config.merge.top_n)
     return table, pairs, weights, cutoff
 
 
@@ -161,9 +174,12 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
                 "training_until": str(until) if until is not None else "all",
             },
         )
+        # The newest table is the challenger; the promote step decides whether it becomes the
+        # champion, and publish makes the champion live.
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, CHALLENGER, version.version)
         mlflow.log_metric("seconds", time.perf_counter() - started)
         log.info(
-            "related table: %s rows for %s videos -> %s (registered %s v%s)",
+            "related table: %s rows for %s videos -> %s (registered %s v%s, the challenger)",
             f"{len(table):,}",
             f"{table['video_id'].nunique():,}",
             path,

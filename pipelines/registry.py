@@ -43,9 +43,20 @@ def register(
     return client.get_model_version(name, version.version)
 
 
+# Sections that do not change what the models or the table are: where things go, how they are
+# evaluated, promoted and served. Two runs differing only there make the same table.
+NOT_MODEL_SECTIONS = ("paths", "mlflow", "evaluation", "experiment", "promotion", "serving")
+
+
 def config_digest(raw: Mapping) -> str:
-    """A short, stable fingerprint of a configuration (or any JSON-able mapping)."""
-    text = json.dumps(raw, sort_keys=True, default=str)
+    """A short, stable fingerprint of what a configuration makes (its model sections)."""
+    model = {key: value for key, value in raw.items() if key not in NOT_MODEL_SECTIONS}
+    return digest(model)
+
+
+def digest(payload: object) -> str:
+    """A short, stable fingerprint of any JSON-able value."""
+    text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -54,21 +54,48 @@ def related_suite(top_n: int) -> list:
 
     return [
         expect(gxe.ExpectTableRowCountToBeBetween, None, "table is not empty", min_value=1),
-        expect(gxe.ExpectColumnValuesToBeNull, "related_video_id", "no video is related to itself",
-               column=SELF),
-        expect(gxe.ExpectCompoundColumnsToBeUnique, "video_id, related_video_id",
-               "a pair appears once", column_list=["video_id", "related_video_id"]),
-        expect(gxe.ExpectColumnValuesToBeNull, "rank", "ranks run 1, 2, 3, ... per video",
-               column=RANK_GAP),
-        expect(gxe.ExpectColumnValuesToBeBetween, "rank", f"at most {top_n} per video",
-               column="rank", min_value=1, max_value=top_n),
-        expect(gxe.ExpectColumnValuesToBeNull, "score", "score is a finite number",
-               column=NOT_FINITE),
-        expect(gxe.ExpectColumnValuesToBeNull, "related_video_id",
-               "every pair is a candidate pair (stage 1)", column=NOT_CANDIDATE),
+        expect(
+            gxe.ExpectColumnValuesToBeNull,
+            "related_video_id",
+            "no video is related to itself",
+            column=SELF,
+        ),
+        expect(
+            gxe.ExpectCompoundColumnsToBeUnique,
+            "video_id, related_video_id",
+            "a pair appears once",
+            column_list=["video_id", "related_video_id"],
+        ),
+        expect(
+            gxe.ExpectColumnValuesToBeNull,
+            "rank",
+            "ranks run 1, 2, 3, ... per video",
+            column=RANK_GAP,
+        ),
+        expect(
+            gxe.ExpectColumnValuesToBeBetween,
+            "rank",
+            f"at most {top_n} per video",
+            column="rank",
+            min_value=1,
+            max_value=top_n,
+        ),
+        expect(
+            gxe.ExpectColumnValuesToBeNull, "score", "score is a finite number", column=NOT_FINITE
+        ),
+        expect(
+            gxe.ExpectColumnValuesToBeNull,
+            "related_video_id",
+            "every pair is a candidate pair (stage 1)",
+            column=NOT_CANDIDATE,
+        ),
         *(
-            expect(gxe.ExpectColumnValuesToBeNull, column, "id is known in videos",
-                   column=UNKNOWN.format(column))
+            expect(
+                gxe.ExpectColumnValuesToBeNull,
+                column,
+                "id is known in videos",
+                column=UNKNOWN.format(column),
+            )
             for column in ("video_id", "related_video_id")
         ),
         *(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +99,9 @@ def context_features(events: pd.DataFrame, matrix, video_ids: np.ndarray) -> pd.
 
 
 def run_train(config: Config, until: pd.Timestamp | None = None, progress: bool = True) -> Trained:
-    repo = feature_repo_dir(config)
+    """Stage 2 on the validated events (before `until` when given): every model registered,
+    the item vectors and network outputs published to the data set's models folder."""
     events = read_events(config, until)
-    objectives = config.objectives
     params = {
         "dataset": config.data.dataset,
         "events": len(events),
@@ -111,52 +111,78 @@ def run_train(config: Config, until: pd.Timestamp | None = None, progress: bool 
     }
     tags = _version_tags(config, until)
     with tracking.step_run("train", params), publish_folder(models_dir(config)) as folder:
-        started = time.perf_counter()
-        matrix, video_ids, vocabulary = profiles_from_store(repo)
-        frame = feature_store.historical_features(repo, events, "coordinating_network")
-        frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
-        log.info("training set: %s events with their features", f"{len(frame):,}")
-        truth = truth_checks.load_truth(workspace.raw_dir(config))
+        trained = fit_stage2(config, events, folder, tags=tags)
+        mlflow.log_metrics({f"seconds_{name}": s for name, s in trained.seconds.items()})
+    trained.folder = models_dir(config)
+    return trained
+
+
+def fit_stage2(
+    config: Config,
+    events: pd.DataFrame,
+    folder: Path,
+    tags: dict[str, str] | None = None,
+    use_routing: bool = True,
+    two_tower_for: Collection[str] | None = None,
+) -> Trained:
+    """Train stage 2 on `events` into `folder`, each model a nested run of the active run.
+
+    With `tags`, every model is registered with them; without, nothing is registered (the offline
+    evaluation). Without `use_routing` there is no coordinating network: each objective's models
+    learn from all of its positives (the single-objective baselines and the "no CN" ablation).
+    `two_tower_for` limits the two-tower models to these objectives (default: every one)."""
+    repo = feature_repo_dir(config)
+    started = time.perf_counter()
+    matrix, video_ids, vocabulary = profiles_from_store(repo)
+    frame = feature_store.historical_features(repo, events, "coordinating_network")
+    frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
+    log.info("training set: %s events with their features", f"{len(frame):,}")
+    truth = truth_checks.load_truth(workspace.raw_dir(config))
+    if use_routing:
         routed, routing, cn_version = _train_coordinating(
             config, frame, vocabulary.n_columns, folder, tags, truth
         )
-        trained = Trained(folder, routing, {"coordinating-network": cn_version})
+        trained = Trained(folder, routing, {"coordinating-network": cn_version} if tags else {})
         trained.seconds["coordinating-network"] = time.perf_counter() - started
-        items = _catalog(matrix, video_ids, vocabulary)
-        tower_rows = feature_store.historical_features(repo, events, "two_tower")
-        rng = np.random.default_rng(config.seed)
-        check = _truth_check(truth, frame)
-        for objective in objectives:
-            begun = time.perf_counter()
-            chosen = routed[f"routed_{objective.name}"].to_numpy()
-            positives, towers = frame[chosen], tower_rows[chosen]
-            holdout = rng.random(len(positives)) < config.training.holdout_share
-            if (~holdout).sum() < config.training.min_positives:
-                log.warning(
-                    "%s: only %d routed positives (training.min_positives %d): no models; "
-                    "the merge scores this objective 0",
-                    objective.name,
-                    int((~holdout).sum()),
-                    config.training.min_positives,
-                )
-                mlflow.set_tag(f"skipped_{objective.name}", "too few routed positives")
-                continue
-            with _spark_if(config) as spark:
-                trained.versions[f"als-{objective.name}"] = _train_als(
-                    config, objective, positives, holdout, folder, tags, spark, check
-                )
+    else:
+        pairs = [(objective.name, objective.label) for objective in config.objectives]
+        labels = objective_labels(frame, pairs)
+        routed = labels.astype(bool).add_prefix("routed_")
+        trained = Trained(folder, routing_report(labels, routed, pairs))
+    items = _catalog(matrix, video_ids, vocabulary)
+    tower_rows = feature_store.historical_features(repo, events, "two_tower")
+    rng = np.random.default_rng(config.seed)
+    check = _truth_check(truth, frame)
+    for objective in config.objectives:
+        begun = time.perf_counter()
+        chosen = routed[f"routed_{objective.name}"].to_numpy()
+        positives, towers = frame[chosen], tower_rows[chosen]
+        holdout = rng.random(len(positives)) < config.training.holdout_share
+        if (~holdout).sum() < config.training.min_positives:
+            log.warning(
+                "%s: only %d routed positives (training.min_positives %d): no models; "
+                "the merge scores this objective 0",
+                objective.name,
+                int((~holdout).sum()),
+                config.training.min_positives,
+            )
+            mlflow.set_tag(f"skipped_{objective.name}", "too few routed positives")
+            continue
+        with _spark_if(config) as spark:
+            version = _train_als(config, objective, positives, holdout, folder, tags, spark, check)
+        trained.versions[f"als-{objective.name}"] = version
+        if two_tower_for is None or objective.name in two_tower_for:
             trained.versions[f"two-tower-{objective.name}"] = _train_two_tower(
                 config, objective, towers, holdout, items, folder, tags, check
             )
-            trained.seconds[objective.name] = time.perf_counter() - begun
-            log.info(
-                "%s: %s routed positives, ALS and two-tower in %.1f s",
-                objective.name,
-                f"{len(positives):,}",
-                trained.seconds[objective.name],
-            )
-        mlflow.log_metrics({f"seconds_{name}": s for name, s in trained.seconds.items()})
-    trained.folder = models_dir(config)
+        trained.seconds[objective.name] = time.perf_counter() - begun
+        log.info(
+            "%s: %s %s positives, ALS and two-tower in %.1f s",
+            objective.name,
+            f"{len(positives):,}",
+            "routed" if use_routing else "(all)",
+            trained.seconds[objective.name],
+        )
     return trained
 
 
@@ -165,7 +191,7 @@ def _train_coordinating(
     frame: pd.DataFrame,
     n_columns: int,
     folder: Path,
-    tags: dict[str, str],
+    tags: dict[str, str] | None,
     truth,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     settings, dataset = config.coordinating, config.dataset
@@ -209,6 +235,8 @@ def _train_coordinating(
         )
         outputs.to_parquet(folder / "coordinating_outputs.parquet", index=False)
         mlflow.log_text(report.to_string(), "routing_report.txt")
+        if tags is None:
+            return routed, report, ""
         version = registry.register(
             "coordinating-network",
             "coordinating",
@@ -225,7 +253,7 @@ def _train_als(
     positives: pd.DataFrame,
     holdout: np.ndarray,
     folder: Path,
-    tags: dict[str, str],
+    tags: dict[str, str] | None,
     spark,
     check,
 ) -> str:
@@ -276,7 +304,7 @@ def _train_two_tower(
     holdout: np.ndarray,
     items: pd.DataFrame,
     folder: Path,
-    tags: dict[str, str],
+    tags: dict[str, str] | None,
     check,
 ) -> str:
     settings, dataset = config.two_tower, config.dataset
@@ -330,8 +358,11 @@ def _holdout_auc(compute) -> float:
 
 
 def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, engine: str) -> str:
+    """Write the item vectors; register them when there are version tags ("" otherwise)."""
     path = folder / f"{name}.item_vectors.parquet"
     vectors.to_frame().to_parquet(path, index=False)
+    if tags is None:
+        return ""
     version = registry.register(
         name,
         "item_vectors",

@@ -35,6 +35,11 @@ def validated_manifest(config: Config) -> Path:
     return manifest
 
 
+def evaluation_dir(config: Config) -> Path:
+    """The offline evaluation's models, lists and summary (evaluation.json)."""
+    return dataset_dir(config) / "evaluation"
+
+
 def reports_dir(config: Config) -> Path:
     return config.workspace / "reports" / config.data.dataset
 

@@ -311,6 +311,47 @@ def walk_sessions(
     return walked
 
 
+def new_user_state(model: BehaviourModel, n_users: int) -> dict[str, np.ndarray]:
+    """Users at the start of a simulation: nobody has left (`churn_day` -1), no sessions, the
+    satisfaction prior, no clicks yet (`score` and `clicks` sum what the users clicked)."""
+    return {
+        "churn_day": np.full(n_users, -1),
+        "sessions": np.zeros(n_users, dtype=int),
+        "satisfaction": np.full(n_users, model.params.satisfaction_prior),
+        "score": np.zeros(n_users),
+        "clicks": np.zeros(n_users),
+    }
+
+
+def close_day(
+    model: BehaviourModel,
+    state: dict[str, np.ndarray],
+    walked: Mapping[str, np.ndarray],
+    day: int,
+    leave_draws: np.ndarray,
+) -> None:
+    """The end of a day, in place: each user's satisfaction moves towards the mean satisfaction
+    of the day's clicks (`satisfaction_memory` of the old value is kept; no click, no change),
+    then a user who has not left leaves for good where `leave_draws` (uniform, one per user)
+    falls under the churn probability. `walked` holds the day's impressions with their `user`
+    and `satisfaction`."""
+    n_users = len(state["satisfaction"])
+    clicked = walked["clicked"] == 1
+    score = np.bincount(walked["user"][clicked], walked["satisfaction"][clicked], n_users)
+    clicks = np.bincount(walked["user"][clicked], minlength=n_users)
+    seen, memory = clicks > 0, model.params.satisfaction_memory
+    state["satisfaction"][seen] = (
+        memory * state["satisfaction"][seen] + (1.0 - memory) * score[seen] / clicks[seen]
+    )
+    state["score"] += score
+    state["clicks"] += clicks
+    leaving = (state["churn_day"] < 0) & (
+        leave_draws < model.churn_probability(state["satisfaction"])
+    )
+    state["churn_day"][leaving] = day
+    state["sessions"] += np.bincount(walked["user"][walked["step"] == 0], minlength=n_users)
+
+
 def _impressions(sessions, targets, sources, step, position, t_s, response) -> dict:
     return {
         "session": sessions,

@@ -19,7 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.config import SyntheticConfig, SyntheticSize
-from pipelines.data.behaviour import DAY_S, BehaviourModel, make_audience, walk_sessions
+from pipelines.data.behaviour import (
+    DAY_S,
+    BehaviourModel,
+    close_day,
+    make_audience,
+    new_user_state,
+    walk_sessions,
+)
 from pipelines.data.catalog import Catalog, make_catalog
 from pipelines.data.io import write_table
 from pipelines.data.policy import LoggingPolicy
@@ -37,18 +44,41 @@ class SyntheticData:
     truth: dict[str, pd.DataFrame]  # keys: "videos", "users", "events"
 
 
+@dataclass
+class World:
+    """The synthetic world before anyone watches: its catalog, its audience (tables, truth and
+    daily activity) and the behaviour model that makes them respond."""
+
+    config: SyntheticConfig
+    size: SyntheticSize
+    start: pd.Timestamp
+    catalog: Catalog
+    users: pd.DataFrame
+    user_truth: pd.DataFrame
+    activity: np.ndarray
+    model: BehaviourModel
+
+
+def build_world(config: SyntheticConfig, size: SyntheticSize, rng: np.random.Generator) -> World:
+    """The catalog, then the audience, drawn from `rng`; `generate` goes on to simulate the log
+    with the same generator, so `np.random.default_rng(seed)` here rebuilds its world exactly."""
+    start = pd.Timestamp(config.start_date, tz="UTC")
+    catalog = make_catalog(config, size, start, rng)
+    users, user_truth, traits, activity = make_audience(config, size, start, rng)
+    model = BehaviourModel(config, catalog.traits, traits)
+    return World(config, size, start, catalog, users, user_truth, activity, model)
+
+
 def generate(
     config: SyntheticConfig, seed: int, size: SyntheticSize | None = None, progress: bool = False
 ) -> SyntheticData:
     """The synthetic world for `seed` at `size` (default: the configured preset)."""
     size = size or config.preset
     rng = np.random.default_rng(seed)
-    start = pd.Timestamp(config.start_date, tz="UTC")
-    catalog = make_catalog(config, size, start, rng)
-    users, user_truth, traits, activity = make_audience(config, size, start, rng)
-    model = BehaviourModel(config, catalog.traits, traits)
-    walked, state = simulate_days(config, size, catalog, activity, model, rng, progress)
-    events, event_truth = _event_frames(walked, catalog.videos, users, start)
+    world = build_world(config, size, rng)
+    catalog, users, user_truth = world.catalog, world.users, world.user_truth
+    walked, state = simulate_days(config, size, catalog, world.activity, world.model, rng, progress)
+    events, event_truth = _event_frames(walked, catalog.videos, users, world.start)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_satisfaction = state["score"] / state["clicks"]  # NaN: never clicked
     user_truth = user_truth.assign(
@@ -100,14 +130,7 @@ def simulate_days(
     the size's events), walk them, then update their satisfaction and may leave for good."""
     params, n_users = config.sessions, len(activity)
     policy = LoggingPolicy(config, catalog, model.users.preference)
-    state = {
-        "churn_day": np.full(n_users, -1),
-        "sessions": np.zeros(n_users, dtype=int),
-        "satisfaction": np.full(n_users, config.behaviour.satisfaction_prior),
-        "score": np.zeros(n_users),
-        "clicks": np.zeros(n_users),
-        "busy_until": np.zeros(n_users),
-    }
+    state = {**new_user_state(model, n_users), "busy_until": np.zeros(n_users)}
     parts, events, sessions = [], 0, 0
     per_session = params.initial_events_per_session
     for day in tqdm(range(size.days), desc="synthetic days", unit="day", disable=not progress):
@@ -125,21 +148,7 @@ def simulate_days(
         walked["session"] = walked["session"] + sessions
         walked["satisfaction"] = model.satisfaction(walked)
         parts.append(walked)
-
-        clicked = walked["clicked"] == 1
-        score = np.bincount(walked["user"][clicked], walked["satisfaction"][clicked], n_users)
-        clicks = np.bincount(walked["user"][clicked], minlength=n_users)
-        seen, memory = clicks > 0, config.behaviour.satisfaction_memory
-        state["satisfaction"][seen] = (
-            memory * state["satisfaction"][seen] + (1.0 - memory) * score[seen] / clicks[seen]
-        )
-        state["score"] += score
-        state["clicks"] += clicks
-        leaving = (state["churn_day"] < 0) & (
-            rng.random(n_users) < model.churn_probability(state["satisfaction"])
-        )
-        state["churn_day"][leaving] = day
-        state["sessions"] += np.bincount(walked["user"][walked["step"] == 0], minlength=n_users)
+        close_day(model, state, walked, day, rng.random(n_users))
         events, sessions = events + len(walked["video"]), sessions + len(users)
         per_session = max(events / sessions, 1.0) if sessions else per_session
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, state

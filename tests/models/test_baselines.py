@@ -14,6 +14,7 @@ from models.baselines import (
     content_lists,
     item_cf_lists,
     popularity_lists,
+    ungated_pairs,
     vector_lists,
 )
 from models.vectors import ItemVectors
@@ -116,3 +117,23 @@ def test_attach_content_similarity_fills_known_pairs():
     similarity = filled.set_index("video_id")["content_similarity"]
     assert similarity["a"] == 0.8
     assert math.isnan(similarity["b"])
+
+
+def test_vector_lists_with_sign_minus_one_rank_the_least_similar_first():
+    lists = vector_lists(vectors(), 2, sign=-1)
+    assert related(lists, "a") == ["c", "d"]  # cosines 0 and 0.71, b (0.99) is last
+    assert related(lists, "c") == ["a", "b"]  # cosines 0 and 0.11
+    a = lists[lists["video_id"] == "a"]
+    assert np.allclose(a["score"], [0.0, -math.sqrt(0.5)])
+    with pytest.raises(ValueError, match="sign"):
+        vector_lists(vectors(), 2, sign=2)
+
+
+def test_ungated_pairs_are_the_union_of_each_models_neighbours():
+    other = ItemVectors.from_raw(np.array(["a", "c"]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    pairs = ungated_pairs([vectors(), other], 1)
+    found = set(zip(pairs["source_video_id"], pairs["candidate_video_id"], strict=True))
+    # vectors(): a->b, b->a, c->d, d->b (0.78 beats 0.71); other: a->c, c->a
+    assert found == {("a", "b"), ("b", "a"), ("c", "d"), ("d", "b"), ("a", "c"), ("c", "a")}
+    assert len(pairs) == len(found)
+    assert ungated_pairs([], 3).empty

@@ -10,9 +10,9 @@ import pytest
 
 from models.weights import (
     ObjectiveWeights,
-    default_cutoff,
     fit_objective_weights,
     retention_labels,
+    retention_window,
     user_mean_outputs,
 )
 
@@ -108,11 +108,17 @@ def _timeline() -> pd.DataFrame:
 
 def test_default_cutoff_and_retention_labels():
     events = _timeline()
-    cutoff = default_cutoff(events, days=8)
-    assert cutoff == T0 + pd.Timedelta(days=10)
+    cutoff, window = retention_window(events, days=8)  # the log spans 18 days
+    assert cutoff == T0 + pd.Timedelta(days=10) and window == 8
     labels = retention_labels(events, cutoff, days=7)
     assert labels.to_dict() == {"a": True, "b": False, "c": False, "e": True}
     assert labels.index.name == "user_id"
+
+
+def test_a_log_shorter_than_two_windows_is_split_in_half():
+    events = _timeline()  # 18 days
+    cutoff, window = retention_window(events, days=12)
+    assert window == 9 and cutoff == T0 + pd.Timedelta(days=9)
 
 
 def test_user_mean_outputs_use_only_events_up_to_the_cutoff():

@@ -36,9 +36,12 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
     code = main(["--workspace", str(workspace), "--size", "toy", *small, "demo"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "input gate passed" in out and "mlflow ui --backend-store-uri" in out
-    assert "candidate pairs" in out and "feast ui" in out
+    assert "mlflow ui --backend-store-uri" in out and "feast ui" in out
     assert "coordinating-network" in out and "two-tower-click" in out  # what each took
+    assert "output gate passed" in out and "offline evaluation" in out
+    assert "promotion: related-videos v1 approved: no champion yet" in out
+    assert "online: related-videos v1 published" in out
+    assert "evaluation/report.html" in out and "related-videos serve" in out
     events = read_table(workspace / "data/synthetic/validated/events.parquet")
     assert len(events) > 1000
     client = MlflowClient(f"sqlite:///{workspace.resolve() / 'mlflow.db'}")
@@ -50,8 +53,18 @@ def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
         for run in runs
         if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
-    assert set(children) == {"generate", "validate", "features", "candidates", "train", "merge"}
-    assert "registered as related-videos v1" in out and "under v" in out  # lists with reasons
+    assert set(children) == {
+        "generate",
+        "validate",
+        "features",
+        "candidates",
+        "train",
+        "merge",
+        "evaluate",
+        "promote",
+        "publish",
+    }
+    assert "related videos of v" in out and " shares " in out  # live lists with reasons
     models = [
         run.info.run_name
         for run in runs

@@ -63,7 +63,19 @@ def repo(tmp_path_factory):
 def test_apply_registers_the_views_and_services(repo):
     store = feature_store.open_store(repo)
     views = {view.name: view for view in store.list_feature_views()}
-    assert set(views) == {"video_profile", "video_attributes", "user_profile"}
+    assert set(views) == {
+        "video_profile",
+        "video_attributes",
+        "user_profile",
+        "related_videos_blue",
+        "related_videos_green",
+    }
+    assert {f.name for f in views["related_videos_blue"].features} == {
+        "related_video_ids",
+        "scores",
+        "reasons",
+        "table_version",
+    }
     assert {f.name for f in views["video_attributes"].features} == {"video_type", "tags"}
     assert {f.name for f in views["user_profile"].features} == {"gender", "level"}
     services = {service.name for service in store.list_feature_services()}
@@ -188,6 +200,8 @@ def test_feast_ui_serves_the_repo(repo):
             "video_profile",
             "video_attributes",
             "user_profile",
+            "related_videos_blue",
+            "related_videos_green",
         }
     finally:
         server.terminate()

@@ -49,7 +49,11 @@ def test_a_fresh_process_loads_exactly_the_lists_of_the_table(merged, toy_traine
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(asked)],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert [row["video_id"] for row in answer] == asked

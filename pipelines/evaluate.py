@@ -1,0 +1,335 @@
+"""The evaluate step (offline, the paper's Table 1): a temporal split, every method trained on the
+same training days, each method's related lists scored on the test days' events, and a report.
+
+Nothing here is registered or published: the models live in the evaluation folder, which is
+swapped in whole when the step ends, with the lists the simulated experiment replays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models.baselines import (
+    content_lists,
+    item_cf_lists,
+    popularity_lists,
+    ungated_pairs,
+    vector_lists,
+)
+from models.candidates import pair_similarity, shared_values
+from models.merge import related_table
+from models.metrics import change_vs_baseline, evaluate_lists
+from pipelines import evaluation_report, registry, tracking, workspace
+from pipelines.candidates import profiles_from_store, read_candidate_pairs
+from pipelines.config import Config, ConfigError
+from pipelines.data.io import DataFileError, publish_folder, read_table
+from pipelines.features import feature_repo_dir
+from pipelines.merge import learn_weights, load_vectors, merge_objectives, model_vectors
+from pipelines.train import fit_stage2, read_events
+
+log = logging.getLogger(__name__)
+
+MULTI_TASK = "multi-task"
+# Lower is better for these; every other metric is higher-is-better.
+LOWER_IS_BETTER = {"dislike_rate"}
+SUMMARY_FILE = "evaluation.json"
+
+
+@dataclass
+class Evaluation:
+    table: pd.DataFrame  # one row per method, one column per metric
+    change: pd.DataFrame  # percent change against the baseline
+    split: pd.Timestamp
+    folder: Path
+    report: Path
+    run_id: str
+    baseline: str
+
+
+def report_dir(config: Config) -> Path:
+    return workspace.reports_dir(config) / "evaluation"
+
+
+def split_time(events: pd.DataFrame, test_days: int, timezone: str) -> pd.Timestamp:
+    """The start of the test period: midnight (in `timezone`) of the first of the last
+    `test_days` calendar days of the log, as a UTC timestamp."""
+    if test_days < 1:
+        raise ConfigError(f"evaluation.test_days: {test_days} must be at least 1")
+    last = events["ts"].max().tz_convert(timezone)
+    start = last.normalize() - pd.Timedelta(days=test_days - 1)
+    split = start.tz_convert("UTC")
+    if not (events["ts"] < split).any():
+        raise ConfigError(
+            f"evaluation.test_days: {test_days} leaves no training days (the log runs "
+            f"{events['ts'].min()} to {events['ts'].max()})"
+        )
+    return split
+
+
+def run_evaluate(
+    config: Config, methods: Sequence[str] | None = None, progress: bool = True
+) -> Evaluation:
+    """Train the chosen methods (all when None) on the days before the split and score their
+    lists on the days after; write the lists, the summary and the report."""
+    events = read_events(config)
+    split = split_time(events, config.evaluation.test_days, config.dataset.timezone)
+    train = events[events["ts"] < split].reset_index(drop=True)
+    test = _with_duration(config, events[events["ts"] >= split].reset_index(drop=True))
+    n = config.merge.top_n
+    params = {
+        "dataset": config.data.dataset,
+        "split": split,
+        "test_days": config.evaluation.test_days,
+        "training_events": len(train),
+        "test_events": len(test),
+        "top_n": n,
+        "at": config.evaluation.at,
+        "cold_max_events": config.evaluation.cold_max_events,
+        "baseline": config.evaluation.baseline,
+    }
+    log.info(
+        "evaluation: %s training events before %s, %s test events",
+        f"{len(train):,}",
+        split,
+        f"{len(test):,}",
+    )
+    with (
+        tracking.step_run("evaluate", params) as run,
+        publish_folder(workspace.evaluation_dir(config)) as folder,
+        publish_folder(report_dir(config)) as report_folder,
+    ):
+        started = time.perf_counter()
+        lists = method_lists(config, train, folder, methods)
+        matrix, video_ids, _ = profiles_from_store(feature_repo_dir(config))
+        counts = train["video_id"].value_counts()
+        cold = {v for v in video_ids if counts.get(v, 0) <= config.evaluation.cold_max_events}
+        table = _score(config, lists, test, matrix, video_ids, cold)
+        change = change_vs_baseline(table, config.evaluation.baseline, LOWER_IS_BETTER)
+        (folder / "lists").mkdir()
+        for name, frame in lists.items():
+            frame.to_parquet(folder / "lists" / f"{name}.parquet", index=False)
+        table.to_csv(folder / "metrics.csv", index_label="method")
+        summary = {
+            "methods": list(table.index),
+            "baseline": config.evaluation.baseline,
+            "split": split.isoformat(),
+            "top_n": n,
+            "at": config.evaluation.at,
+            "training_events": len(train),
+            "test_events": len(test),
+            "cold_videos": len(cold),
+            "run_id": run.info.run_id,
+            # What promotion compares: the full method's figures, for this configuration and data.
+            "config_digest": registry.config_digest(config.raw),
+            "data_digest": registry.file_digest(workspace.validated_manifest(config)),
+            "metrics": {
+                method: {k: _json_number(v) for k, v in row.items()}
+                for method, row in table.to_dict("index").items()
+            },
+        }
+        (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        report = evaluation_report.write_report(
+            table, change, summary, config.candidates.threshold, report_folder
+        )
+        _log_methods(table, change)
+        mlflow.log_metrics({"seconds": time.perf_counter() - started, "cold_videos": len(cold)})
+        mlflow.log_artifacts(str(report_folder), artifact_path="report")
+        mlflow.log_artifact(str(folder / "metrics.csv"))
+    return Evaluation(
+        table,
+        change,
+        split,
+        workspace.evaluation_dir(config),
+        report_dir(config) / report.name,
+        run.info.run_id,
+        config.evaluation.baseline,
+    )
+
+
+MERGED = ("no-cn", "no-two-tower", "no-gate", "no-learned-weights")
+
+
+def all_methods(config: Config) -> list[str]:
+    """Every method the evaluation knows, in the report's order."""
+    return [
+        "popularity",
+        "content",
+        "item-cf",
+        *(f"als-{name}" for name in config.objective_names()),
+        "two-tower-click",
+        MULTI_TASK,
+        *MERGED,
+    ]
+
+
+def chosen_methods(config: Config, methods: Sequence[str] | None) -> list[str]:
+    """`methods` (all when None) in the report's order, the baseline always among them."""
+    known = all_methods(config)
+    wanted = set(known if methods is None else methods) | {config.evaluation.baseline}
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise ConfigError(f"evaluation: unknown methods {unknown}; known: {known}")
+    return [method for method in known if method in wanted]
+
+
+def method_lists(
+    config: Config, train: pd.DataFrame, folder: Path, methods: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Each chosen method's related lists (all when None), trained on `train` only, in the
+    report's order. Only the models the chosen methods need are trained."""
+    chosen = chosen_methods(config, methods)
+    n = config.merge.top_n
+    multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
+    needs_multi = bool({MULTI_TASK, *MERGED} & set(chosen))
+    single_towers = (
+        None if "no-cn" in chosen else {"click"} if "two-tower-click" in chosen else set()
+    )
+    needs_single = "no-cn" in chosen or any(
+        m.startswith("als-") or m == "two-tower-click" for m in chosen
+    )
+    learned = equal = multi = None
+    if needs_multi:
+        multi_dir.mkdir()
+        log.info("evaluation: training the multi-task method (coordinating network and routing)")
+        fit_stage2(config, train, multi_dir)
+        weights, _ = learn_weights(
+            config, train, pd.read_parquet(multi_dir / "coordinating_outputs.parquet")
+        )
+        learned = merge_objectives(config, weights.weights)
+        equal = merge_objectives(config, {name: 1.0 for name in config.objective_names()})
+        multi = model_vectors(config, multi_dir)
+    if needs_single:
+        single_dir.mkdir()
+        log.info("evaluation: training the single-objective models (every positive, no routing)")
+        fit_stage2(config, train, single_dir, use_routing=False, two_tower_for=single_towers)
+    pairs = read_candidate_pairs(config)
+    matrix, video_ids, vocabulary = profiles_from_store(feature_repo_dir(config))
+
+    builders: dict[str, Callable[[], pd.DataFrame | None]] = {
+        "popularity": lambda: popularity_lists(train, video_ids, n),
+        "content": lambda: content_lists(pairs, n),
+        "item-cf": lambda: item_cf_lists(train, n, config.evaluation.item_cf_min_cooccurrence),
+    }
+    for objective in config.objectives:
+        name = f"als-{objective.name}"
+        builders[name] = _vector_method(single_dir, name, n, objective.sign)
+    builders["two-tower-click"] = _vector_method(single_dir, "two-tower-click", n, 1)
+    builders[MULTI_TASK] = lambda: related_table(pairs, multi, learned, n)
+    builders["no-cn"] = lambda: related_table(pairs, model_vectors(config, single_dir), learned, n)
+    builders["no-two-tower"] = lambda: related_table(
+        pairs, model_vectors(config, multi_dir, two_tower=False), learned, n
+    )
+    builders["no-gate"] = lambda: related_table(
+        _ungated(config, multi, matrix, video_ids, vocabulary), multi, learned, n
+    )
+    builders["no-learned-weights"] = lambda: related_table(pairs, multi, equal, n)
+
+    lists = {}
+    for name in chosen:
+        frame = builders[name]()
+        if frame is None:
+            continue
+        lists[name] = frame[["video_id", "rank", "related_video_id", "score"]]
+        log.info("evaluation: %-20s %s lists", name, f"{frame['video_id'].nunique():,}")
+    baseline = config.evaluation.baseline
+    if baseline not in lists:
+        raise DataFileError(
+            f"{single_dir}: the baseline {baseline} has no model (too few clicks before the "
+            "split); lower evaluation.test_days or bring more data"
+        )
+    return lists
+
+
+def _vector_method(folder: Path, name: str, n: int, sign: int):
+    def build() -> pd.DataFrame | None:
+        vectors = load_vectors(folder, name)
+        if vectors is None:
+            log.warning("evaluation: %s has no model (too few positives): left out", name)
+            return None
+        return vector_lists(vectors, n, sign=sign)
+
+    return build
+
+
+def _ungated(config: Config, multi, matrix, video_ids: np.ndarray, vocabulary) -> pd.DataFrame:
+    """The "no relevance gate" candidates: every trained model's nearest neighbours, with the
+    content similarity and shared values stage 1 would have given them."""
+    models = [vectors for pair in multi.values() for vectors in pair if vectors is not None]
+    pairs = ungated_pairs(models, config.evaluation.ungated_neighbours)
+    index = pd.Index(video_ids)
+    source = index.get_indexer(pairs["source_video_id"])
+    candidate = index.get_indexer(pairs["candidate_video_id"])
+    known = (source >= 0) & (candidate >= 0)
+    pairs, source, candidate = pairs[known], source[known], candidate[known]
+    return pairs.assign(
+        content_similarity=pair_similarity(matrix, source, candidate),
+        shared=shared_values(matrix, source, candidate, vocabulary.tokens()),
+    ).reset_index(drop=True)
+
+
+def _score(
+    config: Config,
+    lists: dict[str, pd.DataFrame],
+    test: pd.DataFrame,
+    matrix,
+    video_ids: np.ndarray,
+    cold: set,
+) -> pd.DataFrame:
+    """Every metric of every method; relevance from the profiles, for every method alike."""
+    index = pd.Index(video_ids)
+    rows = {}
+    for name, frame in lists.items():
+        source = index.get_indexer(frame["video_id"].astype(str))
+        target = index.get_indexer(frame["related_video_id"].astype(str))
+        similarity = np.zeros(len(frame))
+        known = (source >= 0) & (target >= 0)
+        similarity[known] = pair_similarity(matrix, source[known], target[known])
+        scored = frame.assign(content_similarity=similarity)
+        rows[name] = evaluate_lists(
+            scored,
+            test,
+            config.evaluation.at,
+            config.candidates.threshold,
+            len(video_ids),
+            cold_videos=cold,
+        )
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _with_duration(config: Config, events: pd.DataFrame) -> pd.DataFrame:
+    """Events with their video's duration_s (the play-time label needs it)."""
+    folder = workspace.validated_manifest(config).parent
+    videos = read_table(folder / "videos.parquet")[["video_id", "duration_s"]]
+    return events.merge(videos, on="video_id", how="left")
+
+
+def _log_methods(table: pd.DataFrame, change: pd.DataFrame) -> None:
+    """One nested run per method (compare them side by side in the MLflow UI)."""
+    for name in table.index:
+        with tracking.step_run(f"method: {name}", tags={"method": name}):
+            values = {k: float(v) for k, v in table.loc[name].items() if np.isfinite(v)}
+            changes = {
+                f"change_pct_{k}": float(v) for k, v in change.loc[name].items() if np.isfinite(v)
+            }
+            mlflow.log_metrics({**values, **changes})
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def read_evaluation(config: Config) -> dict:
+    """The last evaluation's summary (methods, baseline, split, run id)."""
+    path = workspace.evaluation_dir(config) / SUMMARY_FILE
+    if not path.exists():
+        raise DataFileError(f"{path}: no evaluation; run the evaluate step first")
+    return json.loads(path.read_text())

@@ -1,0 +1,201 @@
+"""The offline evaluation's report: the paper-style table (the baseline's values, every other
+method's change against it in percent) in Markdown and HTML, and two matplotlib plots.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+OBJECTIVES = ("click", "play_time", "like", "share")
+# The headline columns, in the order of the paper's Table 1 (engagement, satisfaction,
+# dissatisfaction), then relevance, coverage and the cold-video slice.
+HEADLINE = (
+    ("recall_click", "clicks R@N"),
+    ("recall_play_time", "played ≥ half R@N"),
+    ("recall_like", "likes R@N"),
+    ("recall_share", "shares R@N"),
+    ("dislike_rate", "dislike rate ↓"),
+    ("ndcg_click", "clicks NDCG@N"),
+    ("ndcg_play_time", "played NDCG@N"),
+    ("relevance_share", "relevant share"),
+    ("coverage", "coverage"),
+    ("recall_click_cold", "cold: clicks R@N"),
+    ("recall_play_time_cold", "cold: played R@N"),
+)
+DETAIL = (
+    *(f"ndcg_{o}" for o in OBJECTIVES[2:]),
+    "relevance_mean",
+    *(f"ndcg_{o}_cold" for o in ("click", "play_time")),
+)
+DESCRIPTIONS = {
+    "popularity": "the most clicked videos of the training days, the same for every source",
+    "content": "stage 1 alone: candidates by content cosine",
+    "item-cf": "item-based CF: cosine of co-click counts",
+    "als-click": "ALS on every click, nearest neighbours, no relevance gate (the baseline)",
+    "als-play_time": "ALS on every half-watched play, no gate",
+    "als-like": "ALS on every like, no gate",
+    "als-share": "ALS on every share, no gate",
+    "als-dislike": "ALS on every dislike, least similar first (the paper's rule), no gate",
+    "two-tower-click": "two-tower on every click, nearest neighbours, no gate",
+    "multi-task": "the full method: gate, coordinating network, ALS + two-tower, learned weights",
+    "no-cn": "full method without the coordinating network (every positive trains)",
+    "no-two-tower": "full method with ALS only",
+    "no-gate": "full method ranking every model's neighbours instead of the candidates",
+    "no-learned-weights": "full method with every objective weight 1",
+}
+
+
+def write_report(
+    table: pd.DataFrame,
+    change: pd.DataFrame,
+    summary: Mapping,
+    threshold: float,
+    folder: Path,
+) -> Path:
+    """report.md, report.html, change_by_objective.png and relevance_vs_engagement.png in
+    `folder`; returns the HTML report's path."""
+    folder = Path(folder)
+    baseline = summary["baseline"]
+    lower = set(change.attrs.get("lower_is_better", ()))
+    _plot_change(change, baseline, lower, folder / "change_by_objective.png")
+    _plot_relevance(table, baseline, threshold, folder / "relevance_vs_engagement.png")
+    headline = [(key, label) for key, label in HEADLINE if key in table]
+    (folder / "report.md").write_text(_markdown(table, change, summary, headline, threshold))
+    path = folder / "report.html"
+    path.write_text(_html(table, change, summary, headline, lower, threshold))
+    return path
+
+
+def _cell(method: str, baseline: str, key: str, table, change) -> str:
+    if method == baseline:
+        return _value(table.loc[method, key])
+    value = change.loc[method, key]
+    return "n/a" if not math.isfinite(value) else f"{value:+.1f}%"
+
+
+def _value(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.4f}"
+
+
+def _intro(summary: Mapping, threshold: float) -> list[str]:
+    return [
+        f"Test period: from {summary['split']} ({summary['test_events']:,} events); "
+        f"every method trained on the {summary['training_events']:,} events before it.",
+        f"N = {summary['at']} (lists hold {summary['top_n']}). "
+        "R@N: recall at N of the test positives of each source. "
+        "Dislike rate: share of the recommended pairs that test users were shown that they "
+        f"disliked (lower is better). Relevant share: pairs with content cosine ≥ {threshold}. "
+        f"Cold: sources with at most the configured training events ({summary['cold_videos']:,} "
+        "videos).",
+        f"The baseline row ({summary['baseline']}) shows values; every other row the change "
+        "against it in percent.",
+    ]
+
+
+def _markdown(table, change, summary, headline, threshold) -> str:
+    baseline = summary["baseline"]
+    lines = ["# Offline evaluation", "", *(f"{line}  " for line in _intro(summary, threshold))]
+    lines += ["", "| method | " + " | ".join(label for _, label in headline) + " |"]
+    lines.append("| --- " * (len(headline) + 1) + "|")
+    for method in table.index:
+        cells = [_cell(method, baseline, key, table, change) for key, _ in headline]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every metric (values)", ""]
+    keys = [key for key, _ in headline] + [key for key in DETAIL if key in table]
+    lines.append("| method | " + " | ".join(keys) + " |")
+    lines.append("| --- " * (len(keys) + 1) + "|")
+    for method in table.index:
+        cells = [_value(table.loc[method, key]) for key in keys]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Methods", ""]
+    lines += [f"- **{m}**: {DESCRIPTIONS.get(m, '')}" for m in table.index]
+    lines += [
+        "",
+        "![change by objective](change_by_objective.png)",
+        "",
+        "![relevance against engagement](relevance_vs_engagement.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _html(table, change, summary, headline, lower, threshold) -> str:
+    baseline = summary["baseline"]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in headline)
+    rows = []
+    for method in table.index:
+        cells = []
+        for key, _ in headline:
+            text = _cell(method, baseline, key, table, change)
+            value = change.loc[method, key]
+            better = None if method == baseline or not math.isfinite(value) else value > 0
+            if better is not None and key in lower:
+                better = not better
+            css = "" if better is None or abs(value) < 0.05 else ("up" if better else "down")
+            cells.append(f'<td class="{css}">{html.escape(text)}</td>')
+        title = html.escape(DESCRIPTIONS.get(method, ""))
+        rows.append(f'<tr><th title="{title}">{html.escape(method)}</th>{"".join(cells)}</tr>')
+    intro = "".join(f"<p>{html.escape(line)}</p>" for line in _intro(summary, threshold))
+    detail = table.to_html(float_format=lambda v: f"{v:.4f}", na_rep="n/a")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Offline evaluation</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td.up {{ background: #d8f0d8; }} td.down {{ background: #f6d6d6; }}
+</style></head><body>
+<h1>Offline evaluation</h1>{intro}
+<p>Green: better than the baseline; red: worse.</p>
+<table><tr><th>method</th>{head}</tr>{"".join(rows)}</table>
+<img src="change_by_objective.png" alt="change by objective" width="900">
+<img src="relevance_vs_engagement.png" alt="relevance against engagement" width="600">
+<h2>Every metric (values)</h2>{detail}
+</body></html>
+"""
+
+
+def _plot_change(change: pd.DataFrame, baseline: str, lower: set, path: Path) -> None:
+    keys = [k for k in (*(f"recall_{o}" for o in OBJECTIVES), "dislike_rate") if k in change]
+    methods = [m for m in change.index if m != baseline]
+    figure, axis = plt.subplots(figsize=(12, 0.45 * len(methods) * len(keys) / 3 + 2))
+    height = 0.8 / max(len(keys), 1)
+    for i, key in enumerate(keys):
+        values = change.loc[methods, key].clip(-100, 300).fillna(0.0)
+        label = key.replace("recall_", "recall ") + (" (lower is better)" if key in lower else "")
+        positions = [m + i * height for m in range(len(methods))]
+        axis.barh(positions, values, height=height, label=label)
+    axis.set_yticks([m + 0.4 - height / 2 for m in range(len(methods))], methods)
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlabel(f"change against {baseline}, % (clipped to [-100, 300])")
+    axis.set_title("Per-objective change against the baseline")
+    axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_relevance(table: pd.DataFrame, baseline: str, threshold: float, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(8, 6))
+    x, y = table["relevance_share"], table["recall_click"]
+    axis.scatter(x, y, c=["tab:red" if m == baseline else "tab:blue" for m in table.index])
+    for method in table.index:
+        axis.annotate(
+            method, (x[method], y[method]), fontsize=8, xytext=(3, 3), textcoords="offset points"
+        )
+    axis.set_xlabel(f"relevance: share of listed pairs with content cosine ≥ {threshold}")
+    axis.set_ylabel("engagement: recall@N of test clicks")
+    axis.set_title("Relevance against engagement")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

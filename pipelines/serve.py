@@ -1,0 +1,204 @@
+"""The related-video service: GET /related/{video_id} answers the live list from Feast's online
+store, GET /health says what is live; a newly published table is served at once, no restart.
+"""
+
+# No `from __future__ import annotations`: FastAPI evaluates the endpoints' annotations, and
+# they refer to create_app's locals (max_n).
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParameter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from pipelines import feature_store, online
+from pipelines.config import Config
+from pipelines.online import Live, NothingPublished, RelatedList
+
+log = logging.getLogger(__name__)
+
+# A well-formed video id: 1 to 128 letters, digits and `_ . : -`; any other id is refused with 422
+# before the store is asked. A well-formed id the live table does not hold is a 404.
+VIDEO_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class UnknownVideo(ValueError):
+    """The live related table holds no list for this video."""
+
+
+class RelatedVideo(BaseModel):
+    rank: int
+    video_id: str
+    score: float
+    reason: str
+
+
+class RelatedAnswer(BaseModel):
+    video_id: str
+    version: str
+    related: list[RelatedVideo]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    color: str
+    videos: int
+    published_at: str
+
+
+class LiveReader:
+    """Reads related lists through the live pointer. The pointer (and a Feast store opened on
+    the repo, kept for reuse) is read again only when the pointer file changes, which a publish
+    does with one rename: a new table is served from the next request on."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = Path(repo)
+        self._pointer = online.related_folder(self.repo) / online.LIVE_FILE
+        self._lock = threading.Lock()
+        self._signature: tuple[int, int, int] | None = None
+        self._state: tuple[Live, object] | None = None
+
+    def live(self) -> tuple[Live, object]:
+        """The live pointer and the open store; NothingPublished before the first publish."""
+        try:
+            stat = os.stat(self._pointer)
+        except FileNotFoundError:
+            raise NothingPublished(
+                f"{self.repo}: no related table is published yet; run publish first"
+            ) from None
+        # Stat before reading: a pointer replaced in between is read again on the next call.
+        signature = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+        state = self._state
+        if signature != self._signature or state is None:
+            with self._lock:
+                if signature != self._signature or self._state is None:
+                    live = online.read_live(self.repo)
+                    if live is None:
+                        raise NothingPublished(
+                            f"{self.repo}: no related table is published into this repo's "
+                            "online store yet; run publish first"
+                        )
+                    # A fresh store also picks up a registry that `feast apply` changed.
+                    self._state = (live, feature_store.open_store(self.repo))
+                    self._signature = signature
+                    log.info("serving related-videos v%s (%s copy)", live.version, live.color)
+                state = self._state
+        return state
+
+    def related(self, video_id: str) -> RelatedList | None:
+        live, store = self.live()
+        return online.read_related(self.repo, [video_id], live=live, store=store)[video_id]
+
+
+def create_app(repo: Path, max_n: int, default_n: int) -> FastAPI:
+    """The service over the feature repo `repo`; `?n=` is 1..max_n, default_n when absent."""
+    if not 1 <= default_n <= max_n:
+        raise ValueError(f"default n {default_n} is not within 1..{max_n}")
+    reader = LiveReader(repo)
+    app = FastAPI(
+        title="related-videos",
+        summary="The 'watch next' list of a video, from the live related-video table.",
+    )
+
+    @app.exception_handler(NothingPublished)
+    async def nothing_published(request: Request, error: NothingPublished) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(error)})
+
+    @app.get("/related/{video_id}", response_model=RelatedAnswer)
+    def related(
+        video_id: Annotated[
+            str,
+            PathParameter(
+                pattern=VIDEO_ID,
+                description="1 to 128 characters of letters, digits and _ . : -",
+            ),
+        ],
+        n: Annotated[
+            int | None,
+            Query(ge=1, le=max_n, description=f"list length, 1..{max_n} (default {default_n})"),
+        ] = None,
+    ) -> RelatedAnswer:
+        found = reader.related(video_id)
+        if found is None:
+            raise HTTPException(
+                status_code=404, detail=f"video {video_id!r} is not in the live related table"
+            )
+        return RelatedAnswer(
+            video_id=video_id, version=found.version, related=entries(found, n or default_n)
+        )
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        live, _ = reader.live()
+        return Health(
+            status="ok",
+            version=live.version,
+            color=live.color,
+            videos=live.videos,
+            published_at=live.published_at,
+        )
+
+    return app
+
+
+def entries(found: RelatedList, n: int) -> list[RelatedVideo]:
+    """The first n of a list, ranked from 1."""
+    triples = zip(found.related_video_ids, found.scores, found.reasons, strict=True)
+    return [
+        RelatedVideo(rank=rank, video_id=video_id, score=score, reason=reason)
+        for rank, (video_id, score, reason) in enumerate(triples, start=1)
+        if rank <= n
+    ]
+
+
+def run_server(config: Config) -> None:
+    """Serve the data set's feature repo with uvicorn on serving.host:serving.port."""
+    import uvicorn
+
+    from pipelines.features import feature_repo_dir
+
+    repo = feature_repo_dir(config)
+    settings = config.serving
+    app = create_app(repo, max_n=settings.max_n, default_n=min(config.merge.top_n, settings.max_n))
+    if online.read_live(repo) is None:
+        log.warning("%s: nothing is published yet; /related answers 503 until it is", repo)
+    log.info(
+        "related videos of %s on http://%s:%d/related/{video_id} (health: /health)",
+        repo,
+        settings.host,
+        settings.port,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def related_lines(config: Config, video_id: str, n: int | None = None) -> str:
+    """The live list of one video as text, for `related-videos related <video_id> [-n N]`.
+    NothingPublished before any publish; UnknownVideo for an id the live table does not hold."""
+    if n is not None and n < 1:
+        raise ValueError(f"-n {n}: the list length must be at least 1")
+    from pipelines.features import feature_repo_dir
+
+    repo = feature_repo_dir(config)
+    live = online.read_live(repo)
+    if live is None:
+        raise NothingPublished(f"{repo}: no related table is published yet; run publish first")
+    found = online.read_related(repo, [video_id], live=live)[video_id]
+    if found is None:
+        raise UnknownVideo(
+            f"video {video_id!r} is not in the live related table "
+            f"(v{live.version}, {live.videos:,} videos, {repo})"
+        )
+    shown = entries(found, n or config.merge.top_n)
+    lines = [
+        f"related videos of {video_id} under v{live.version} "
+        f"({live.color} copy, live since {live.published_at}):"
+    ]
+    lines += [
+        f"  {entry.rank:>3}. {entry.video_id}  {entry.score:.3f}  {entry.reason}" for entry in shown
+    ]
+    return "\n".join(lines)

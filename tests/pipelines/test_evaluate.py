@@ -1,0 +1,172 @@
+"""The evaluate step on the toy pipeline: the temporal split, every method's lists and metrics,
+the report and its MLflow run, nothing registered; and no test-period event reaching any method's
+training data (every training entry point is watched while the step runs)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipelines import evaluate as evaluate_step
+from pipelines import feature_store
+from pipelines import train as train_step
+from pipelines.config import ConfigError, load_config
+from pipelines.evaluate import read_evaluation, run_evaluate, split_time
+from tests.conftest import SMALL_MODELS
+
+BASELINE = "als-click"
+
+METHODS = [
+    "popularity",
+    "content",
+    "item-cf",
+    "als-click",
+    "als-play_time",
+    "als-like",
+    "als-share",
+    "als-dislike",
+    "two-tower-click",
+    "multi-task",
+    "no-cn",
+    "no-two-tower",
+    "no-gate",
+    "no-learned-weights",
+]
+
+
+def _events(*stamps: str) -> pd.DataFrame:
+    return pd.DataFrame({"ts": pd.to_datetime(list(stamps), utc=True)})
+
+
+def test_split_starts_at_midnight_of_the_first_test_day_in_the_datasets_timezone():
+    events = _events("2026-01-01 10:00", "2026-01-05 15:30")
+    assert split_time(events, 2, "UTC") == pd.Timestamp("2026-01-04", tz="UTC")
+    # 15:30 UTC is 23:30 in Shanghai on the 5th: the 4th and 5th there start at 16:00 UTC on the 3rd
+    assert split_time(events, 2, "Asia/Shanghai") == pd.Timestamp("2026-01-03 16:00", tz="UTC")
+
+
+def test_a_split_without_training_days_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="evaluation.test_days: 5 leaves no training days"):
+        split_time(_events("2026-01-01 10:00", "2026-01-05 15:30"), 5, "UTC")
+    with pytest.raises(ConfigError, match="at least 1"):
+        split_time(_events("2026-01-01 10:00"), 0, "UTC")
+
+
+class Watch:
+    """Records what each training entry point was given, then calls the real function."""
+
+    def __init__(self):
+        self.seen: dict[str, list[pd.DataFrame]] = {}
+
+    def wrap(self, name: str, function, pick):
+        def watched(*args, **kwargs):
+            self.seen.setdefault(name, []).append(pick(*args, **kwargs).copy())
+            return function(*args, **kwargs)
+
+        return watched
+
+
+@pytest.fixture(scope="module")
+def evaluated(toy_pipeline):
+    config = load_config(
+        overrides=[
+            f"paths.workspace={toy_pipeline.config.paths.workspace}",
+            "synthetic.size=toy",
+            "coordinating.threshold=0.3",
+            "training.min_positives=3",
+            *SMALL_MODELS,
+        ]
+    )
+    client = mlflow.MlflowClient()
+    registered_before = len(client.search_model_versions())
+    watch = Watch()
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name, pick in (
+            (feature_store, "historical_features", lambda repo, events, service: events),
+            (train_step, "out_of_fold_predictions", lambda frame, *a, **k: frame),
+            (train_step, "fit_final", lambda frame, *a, **k: frame),
+            (train_step, "fit_als", lambda interactions, *a, **k: interactions),
+            (train_step, "fit_two_tower", lambda positives, *a, **k: positives),
+            (evaluate_step, "popularity_lists", lambda events, *a, **k: events),
+            (evaluate_step, "item_cf_lists", lambda events, *a, **k: events),
+            (evaluate_step, "learn_weights", lambda config, events, outputs: events),
+        ):
+            patch.setattr(module, name, watch.wrap(name, getattr(module, name), pick))
+        evaluation = run_evaluate(config, progress=False)
+    registered_after = len(client.search_model_versions())
+    return evaluation, watch, config, registered_before, registered_after
+
+
+def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
+    evaluation, watch, config, *_ = evaluated
+    split = evaluation.split
+    timed = (
+        "historical_features",
+        "out_of_fold_predictions",
+        "fit_final",
+        "fit_two_tower",
+        "popularity_lists",
+        "item_cf_lists",
+        "learn_weights",
+    )
+    for name in timed:
+        assert watch.seen.get(name), f"{name} was never called"
+        for frame in watch.seen[name]:
+            assert frame["ts"].max() < split, f"{name} saw an event at or after {split}"
+    # ALS gets (user, video, value) without time: none of its pairs may exist only in the test.
+    events = train_step.read_events(config)
+    pairs = events.assign(test=events["ts"] >= split).groupby(["user_id", "video_id"])["test"]
+    test_only = pairs.all()
+    test_only = set(test_only[test_only].index)
+    assert test_only, "the toy test period has pairs of its own: the check can fail"
+    assert len(watch.seen["fit_als"]) >= 2 * len(config.objectives) - 2  # both model sets
+    for interactions in watch.seen["fit_als"]:
+        seen = set(zip(interactions["user_id"], interactions["video_id"], strict=True))
+        assert not seen & test_only
+
+
+def test_every_method_is_scored_against_the_baseline(evaluated):
+    evaluation = evaluated[0]
+    assert list(evaluation.table.index) == METHODS
+    assert (evaluation.change.loc[BASELINE].fillna(0) == 0).all()
+    for column in ("recall_click", "ndcg_play_time", "dislike_rate", "relevance_share"):
+        assert column in evaluation.table
+    assert "recall_click_cold" in evaluation.table
+    # Methods ranking the candidate pairs only list content-relevant videos.
+    threshold = evaluated[2].candidates.threshold
+    for method in ("content", "multi-task", "no-cn", "no-two-tower", "no-learned-weights"):
+        assert evaluation.table.loc[method, "relevance_share"] == 1.0, (method, threshold)
+    assert evaluation.table.loc["popularity", "relevance_share"] < 0.5
+    # Recall and shares are shares.
+    recall = evaluation.table[[c for c in evaluation.table if c.startswith("recall_")]]
+    assert ((recall >= 0) & (recall <= 1) | recall.isna()).all().all()
+
+
+def test_lists_summary_and_report_are_written_and_logged(evaluated):
+    evaluation, _, config, before, after = evaluated
+    summary = read_evaluation(config)
+    assert summary["methods"] == METHODS and summary["baseline"] == BASELINE
+    assert pd.Timestamp(summary["split"]) == evaluation.split
+    for method in METHODS:
+        lists = pd.read_parquet(evaluation.folder / "lists" / f"{method}.parquet")
+        assert {"video_id", "rank", "related_video_id", "score"} <= set(lists.columns)
+        assert (lists["video_id"] != lists["related_video_id"]).all()
+        assert lists.groupby("video_id").size().max() <= config.merge.top_n
+    folder = evaluation.report.parent
+    for name in ("report.md", "report.html", "change_by_objective.png"):
+        assert (folder / name).stat().st_size > 0
+    markdown = (folder / "report.md").read_text()
+    assert "| multi-task |" in markdown and "%" in markdown
+    run = mlflow.get_run(evaluation.run_id)
+    assert run.data.params["baseline"] == BASELINE
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(evaluation.run_id, "report")}
+    assert "report/report.html" in artifacts
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{evaluation.run_id}' and tags.method = 'no-gate'"
+    )
+    assert len(children) == 1
+    assert before == after, "the evaluation registered a model"
+    json.loads((evaluation.folder / "evaluation.json").read_text())

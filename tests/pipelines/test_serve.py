@@ -1,0 +1,306 @@
+"""The related-video service for real: uvicorn on a loopback port over the toy pipeline's feature
+repo, asked through a socket; the CLI's text; and Feast's own `feast serve` on the same repo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2 as httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+from pipelines import feature_store, online
+from pipelines.features import feature_repo_dir
+from pipelines.serve import UnknownVideo, create_app, related_lines
+from tests.pipelines.redis_server import free_port
+
+TOP_N = 5
+MAX_N = 8
+START_TIMEOUT_S = 60.0
+
+
+def related_table_from(pairs: pd.DataFrame, top_n: int, shift: float = 0.0) -> pd.DataFrame:
+    """A related table from candidate pairs: per source the top_n by content similarity (plus
+    `shift`, so that versions differ), with the shared values as the reason."""
+    ranked = pairs.sort_values(
+        ["source_video_id", "content_similarity", "candidate_video_id"],
+        ascending=[True, False, True],
+    )
+    ranked = ranked.groupby("source_video_id", sort=False).head(top_n)
+    return pd.DataFrame(
+        {
+            "video_id": ranked["source_video_id"].astype(str).to_numpy(),
+            "rank": ranked.groupby("source_video_id").cumcount().to_numpy() + 1,
+            "related_video_id": ranked["candidate_video_id"].astype(str).to_numpy(),
+            "score": ranked["content_similarity"].to_numpy() + shift,
+            "reason": [
+                f"shares {', '.join(list(shared)[:3])}; v+{shift:g}" for shared in ranked["shared"]
+            ],
+        }
+    )
+
+
+def expected_list(table: pd.DataFrame, video_id: str) -> list[dict]:
+    rows = table[table["video_id"] == video_id].sort_values("rank")
+    return [
+        {"rank": int(r.rank), "video_id": r.related_video_id, "score": r.score, "reason": r.reason}
+        for r in rows.itertuples()
+    ]
+
+
+def next_version(repo: Path) -> int:
+    """A version no earlier publish in this (shared) repo used: online.read_related trusts a
+    copy's rows by their version, so a version must never repeat within a repo."""
+    live = online.read_live(repo)
+    return int(live.version) + 1 if live is not None and live.version.isdigit() else 1
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """uvicorn on a free loopback port in a background thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def published(toy_pipeline) -> dict:
+    """The toy repo with a related table of the toy candidate pairs live."""
+    repo = feature_repo_dir(toy_pipeline.config)
+    table = related_table_from(toy_pipeline.candidates.pairs, TOP_N)
+    version = str(next_version(repo))
+    live = online.publish_table(repo, table, version)
+    # A test that publishes again updates "table" and "live".
+    return {
+        "repo": repo,
+        "pairs": toy_pipeline.candidates.pairs,
+        "table": table,
+        "live": live,
+        "config": toy_pipeline.config,
+    }
+
+
+@pytest.fixture(scope="module")
+def service(published) -> Iterator[httpx.Client]:
+    app = create_app(published["repo"], max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
+
+
+def served_videos(table: pd.DataFrame) -> list[str]:
+    """A few videos with full lists, and one with a short list if there is one."""
+    sizes = table.groupby("video_id").size()
+    full = sizes[sizes == TOP_N].index[:3].tolist()
+    short = sizes[sizes < TOP_N].index[:1].tolist()
+    assert len(full) == 3, "the toy table has too few full lists to check"
+    return full + short
+
+
+def test_related_answers_the_live_lists(service, published):
+    table, live = published["table"], published["live"]
+    for video_id in served_videos(table):
+        response = service.get(f"/related/{video_id}")
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["video_id"] == video_id
+        assert answer["version"] == live.version
+        expected = expected_list(table, video_id)
+        assert [entry["video_id"] for entry in answer["related"]] == [
+            entry["video_id"] for entry in expected
+        ]
+        assert [entry["rank"] for entry in answer["related"]] == list(range(1, len(expected) + 1))
+        assert [entry["reason"] for entry in answer["related"]] == [e["reason"] for e in expected]
+        assert [entry["score"] for entry in answer["related"]] == pytest.approx(
+            [entry["score"] for entry in expected]
+        )
+
+
+def test_n_truncates_the_list(service, published):
+    video_id = served_videos(published["table"])[0]
+    full = service.get(f"/related/{video_id}").json()["related"]
+    for n in (1, 3):
+        answer = service.get(f"/related/{video_id}", params={"n": n}).json()
+        assert answer["related"] == full[:n]
+    # More than the table holds: the whole list, no padding.
+    assert service.get(f"/related/{video_id}", params={"n": MAX_N}).json()["related"] == full
+
+
+def test_unknown_and_malformed_requests(service):
+    unknown = service.get("/related/v-not-in-the-catalog")
+    assert unknown.status_code == 404
+    assert "not in the live related table" in unknown.json()["detail"]
+    for malformed in ("bad%20id%21", "x" * 129, "v%C3%A9", "a%2Fb"):
+        response = service.get(f"/related/{malformed}")
+        # a%2Fb decodes to a path with a slash, which no route matches.
+        assert response.status_code in ((404,) if malformed == "a%2Fb" else (422,)), malformed
+    assert service.get(f"/related/{'x' * 128}").status_code == 404  # well-formed, unknown
+    for n in ("0", str(MAX_N + 1), "abc", "-1", "2.5"):
+        assert service.get("/related/v000000", params={"n": n}).status_code == 422, n
+
+
+def test_health_says_what_is_live(service, published):
+    response = service.get("/health")
+    assert response.status_code == 200
+    health = response.json()
+    live = online.read_live(published["repo"])
+    assert health == {
+        "status": "ok",
+        "version": live.version,
+        "color": live.color,
+        "videos": live.videos,
+        "published_at": live.published_at,
+    }
+
+
+def test_a_new_version_is_served_without_a_restart(service, published):
+    repo, first = published["repo"], published["table"]
+    video_id, other = served_videos(first)[:2]
+    before = service.get(f"/related/{video_id}").json()
+    second = related_table_from(published["pairs"], TOP_N, shift=1.0)
+    second = second[second["video_id"] != other]  # a video dropped by the new version
+    version = str(next_version(repo))
+    live = online.publish_table(repo, second, version)
+    published.update(table=second, live=live)
+
+    answer = service.get(f"/related/{video_id}").json()
+    assert answer["version"] == version != before["version"]
+    assert [entry["reason"] for entry in answer["related"]] == [
+        entry["reason"] for entry in expected_list(second, video_id)
+    ]
+    assert service.get(f"/related/{other}").status_code == 404
+    assert service.get("/health").json()["color"] == live.color
+
+
+def test_nothing_published_is_a_503_until_the_first_publish(tmp_path, published):
+    repo = feature_store.deploy_repo(tmp_path / "feature_repo")
+    feature_store.apply(repo)  # no profile data needed: the views' schemas are declared
+    app = create_app(repo, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        for path in ("/related/v000000", "/health"):
+            response = client.get(path)
+            assert response.status_code == 503
+            assert "no related table is published yet" in response.json()["detail"]
+        table = published["table"]
+        online.publish_table(repo, table, "1")
+        video_id = served_videos(table)[0]
+        answer = client.get(f"/related/{video_id}").json()
+        assert answer["version"] == "1"
+        assert [entry["video_id"] for entry in answer["related"]] == [
+            entry["video_id"] for entry in expected_list(table, video_id)
+        ]
+
+
+def test_create_app_refuses_a_default_above_the_maximum(tmp_path):
+    with pytest.raises(ValueError, match="default n"):
+        create_app(tmp_path, max_n=3, default_n=5)
+
+
+def test_related_lines_prints_the_live_list(published):
+    config, repo = published["config"], published["repo"]
+    live = online.read_live(repo)
+    found = online.read_related(repo, served_videos(published["table"])[:1])
+    video_id, related = next(iter(found.items()))
+    text = related_lines(config, video_id, 2)
+    lines = text.splitlines()
+    assert lines[0].startswith(f"related videos of {video_id} under v{live.version} ")
+    assert len(lines) == 3
+    for rank, line in enumerate(lines[1:], start=1):
+        assert line.split()[:3] == [
+            f"{rank}.",
+            related.related_video_ids[rank - 1],
+            f"{related.scores[rank - 1]:.3f}",
+        ]
+        assert line.endswith(related.reasons[rank - 1])
+    default = related_lines(config, video_id, None).splitlines()
+    assert len(default) == 1 + min(len(related.related_video_ids), config.merge.top_n)
+    with pytest.raises(UnknownVideo, match="v-nowhere"):
+        related_lines(config, "v-nowhere", None)
+    with pytest.raises(ValueError, match="at least 1"):
+        related_lines(config, video_id, 0)
+
+
+def test_related_lines_before_any_publish(tmp_path):
+    from pipelines.config import load_config
+
+    empty = load_config(overrides=[f"paths.workspace={tmp_path}"])
+    with pytest.raises(online.NothingPublished):
+        related_lines(empty, "v000000", None)
+
+
+def test_feast_serve_answers_the_live_copy(published):
+    """Feast's own feature server on the same repo returns the live copy's lists."""
+    repo = published["repo"]
+    live = online.read_live(repo)
+    port = free_port()
+    feast = Path(sys.executable).with_name("feast")
+    process = subprocess.Popen(
+        [str(feast), "serve", "--host", "127.0.0.1", "-p", str(port), "--no-access-log"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its workers stop with it
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=10) as client:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "feast serve did not start"
+                time.sleep(0.2)
+            video_ids = list(online.read_related(repo, served_videos(published["table"])))
+            fields = ("related_video_ids", "scores", "reasons", "table_version")
+            response = client.post(
+                "/get-online-features",
+                json={
+                    "features": [f"related_videos_{live.color}:{field}" for field in fields],
+                    "entities": {"video_id": video_ids},
+                },
+            )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        names = body["metadata"]["feature_names"]
+        values = {
+            name: result["values"] for name, result in zip(names, body["results"], strict=True)
+        }
+        assert values["video_id"] == video_ids
+        assert values["table_version"] == [live.version] * len(video_ids)
+        expected = online.read_related(repo, video_ids)
+        assert values["related_video_ids"] == [expected[v].related_video_ids for v in video_ids]
+        assert values["reasons"] == [expected[v].reasons for v in video_ids]
+        for scores, video_id in zip(values["scores"], video_ids, strict=True):
+            assert scores == pytest.approx(expected[video_id].scores)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

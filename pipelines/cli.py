@@ -282,10 +282,15 @@ def _evaluation_lines(evaluation) -> str:
         if method == evaluation.baseline:
             cells = [f"{evaluation.table.loc[method, key]:14.4f}" for key in keys]
         else:
-            cells = [f"{evaluation.change.loc[method, key]:+13.1f}%" for key in keys]
+            cells = [_percent(evaluation.change.loc[method, key]) for key in keys]
         lines.append(f"  {method:<20}" + "".join(cells))
     lines.append(f"report: {evaluation.report}")
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    """A change in percent, 14 wide; n/a where the baseline's value is 0."""
+    return f"{value:+13.1f}%" if value == value else f"{'n/a':>14}"
 
 
 def _belongs(model: str, name: str) -> bool:

@@ -27,7 +27,7 @@ from models.baselines import (
 )
 from models.candidates import pair_similarity, shared_values
 from models.merge import related_table
-from models.metrics import change_vs_baseline, evaluate_lists
+from models.metrics import OBJECTIVE_LABELS, change_vs_baseline, evaluate_lists, test_pairs
 from pipelines import evaluation_report, registry, tracking, workspace
 from pipelines.candidates import profiles_from_store, read_candidate_pairs
 from pipelines.config import Config, ConfigError
@@ -127,6 +127,12 @@ def run_evaluate(
             "training_events": len(train),
             "test_events": len(test),
             "cold_videos": len(cold),
+            # How many test sources each objective's recall averages over: small counts, wide
+            # uncertainty.
+            "test_sources": {
+                objective: int(test_pairs(test, label)["source_video_id"].nunique())
+                for objective, label in OBJECTIVE_LABELS.items()
+            },
             "run_id": run.info.run_id,
             # What promotion compares: the full method's figures, for this configuration and data.
             "config_digest": registry.config_digest(config.raw),

@@ -96,8 +96,11 @@ def _intro(summary: Mapping, threshold: float) -> list[str]:
         f"disliked (lower is better). Relevant share: pairs with content cosine ≥ {threshold}. "
         f"Cold: sources with at most the configured training events ({summary['cold_videos']:,} "
         "videos).",
+        "Test sources with positives: "
+        + ", ".join(f"{k} {v:,}" for k, v in summary.get("test_sources", {}).items())
+        + ".",
         f"The baseline row ({summary['baseline']}) shows values; every other row the change "
-        "against it in percent.",
+        "against it in percent (n/a where the baseline's value is 0).",
     ]
 
 

@@ -37,9 +37,9 @@ clean:
 
 # Benchmarks print figures and assert no timings. A new one: a bench-NAME target on bench-install,
 # listed under bench.
-.PHONY: bench bench-install bench-candidates
+.PHONY: bench bench-install bench-candidates bench-als bench-two-tower bench-pipeline bench-serving
 
-bench: bench-candidates
+bench: bench-candidates bench-als bench-two-tower bench-pipeline bench-serving
 
 bench-install: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[spark,dev,bench]'
@@ -47,3 +47,22 @@ bench-install: install
 
 bench-candidates: bench-install
 	$(PY) -m benchmarks.bench_candidates
+
+# ALS: our step and fit_als against bare implicit and Spark MLlib (about 4 minutes).
+bench-als: bench-install
+	$(PY) -m benchmarks.bench_als --size default
+	$(PY) -m benchmarks.bench_als --size large --spark-repeat 1
+
+# A two-tower epoch: fit_two_tower against a bare Keras fit of the same towers (about 3 minutes).
+bench-two-tower: bench-install
+	$(PY) -m benchmarks.bench_two_tower --size default
+
+# The whole chain at 40k and 200k events; at 1M events the chain up to train, with one epoch per
+# two-tower model (the full chain there takes over an hour on 2 cores; about 30 minutes in all).
+bench-pipeline: bench-install
+	$(PY) -m benchmarks.bench_pipeline --sizes small,default
+	$(PY) -m benchmarks.bench_pipeline --sizes large --until train --set two_tower.max_epochs=1
+
+# Serving: the HTTP service under load against Feast in-process and raw SQLite (about 2 minutes).
+bench-serving: bench-install
+	$(PY) -m benchmarks.bench_serving

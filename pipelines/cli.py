@@ -39,6 +39,7 @@ KNOWN_NOISE = (
     (DeprecationWarning, ".*__array__ implementation doesn't accept a copy keyword"),
     (UserWarning, ".*An input example was not provided"),
     (UserWarning, ".*Inferred schema contains integer column"),
+    (UserWarning, ".*Add type hints to the `predict` method"),
 )
 
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -129,12 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
-    """Libraries' chatter below WARNING stays out of the log (they reset their own levels)."""
+    """Libraries' chatter below WARNING stays out of the log (they reset their own levels), and
+    so do the known warnings: Feast, imported late, puts its own warning filters first."""
+    if record.name == "py.warnings":
+        text = record.getMessage()
+        return not any(re.search(pattern, text) for _, pattern in KNOWN_NOISE)
     return record.levelno >= logging.WARNING or not record.name.startswith(QUIET_LOGGERS)
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     command = args.command
+    if command in ("serve", "related"):  # the online store only: no TensorFlow, no MLflow
+        from pipelines.serve import related_lines, run_server
+
+        if command == "serve":
+            run_server(config)
+        else:
+            print(related_lines(config, args.video_id, args.n))
+        return 0
     # Imported here so that `--help` and configuration errors answer without loading MLflow,
     # Great Expectations and TensorFlow.
     from pipelines import tracking
@@ -147,7 +160,6 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from pipelines.main import run_main, run_steps, steps_until
     from pipelines.merge import run_merge
     from pipelines.promote import run_promote, run_publish, run_rollback
-    from pipelines.serve import related_lines, run_server
     from pipelines.train import run_train
     from pipelines.validate import run_validate
 
@@ -196,10 +208,6 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         print(
             _published_line(run_publish(config) if command == "publish" else run_rollback(config))
         )
-    elif command == "serve":
-        run_server(config)
-    elif command == "related":
-        print(related_lines(config, args.video_id, args.n))
     return 0
 
 

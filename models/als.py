@@ -326,14 +326,24 @@ def auc_on_holdout(
     seen = np.unique(seen_users.astype(np.int64) * n_videos + seen_videos)
 
     negatives = rng.integers(0, n_videos, size=len(users))
+    codes = users.astype(np.int64) * n_videos
     for _ in range(20):  # redraw the negatives that hit a seen video; few remain after a round
-        clash = np.isin(users.astype(np.int64) * n_videos + negatives, seen)
+        clash = _in_sorted(seen, codes + negatives)
         if not clash.any():
             break
         negatives[clash] = rng.integers(0, n_videos, size=int(clash.sum()))
-    valid = ~np.isin(users.astype(np.int64) * n_videos + negatives, seen)
+    valid = ~_in_sorted(seen, codes + negatives)
 
     user_f = model.user_factors[users[valid]].astype(np.float64)
     pos = np.einsum("ij,ij->i", user_f, model.item_factors[videos[valid]])
     neg = np.einsum("ij,ij->i", user_f, model.item_factors[negatives[valid]])
     return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def _in_sorted(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values in sorted_values (sorted, unique) by binary search: np.isin would sort or hash the
+    seen pairs again on every call of the redraw loop."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values

@@ -236,3 +236,13 @@ def test_bad_values_and_missing_columns_raise():
         interaction_matrix(pd.DataFrame({"user_id": [1], "video_id": ["a"], "value": [np.nan]}))
     with pytest.raises(ValueError, match="value"):
         interaction_matrix(pd.DataFrame({"user_id": [1], "video_id": ["a"]}))
+
+
+def test_membership_by_binary_search_matches_isin():
+    from models.als import _in_sorted
+
+    rng = np.random.default_rng(0)
+    seen = np.unique(rng.integers(0, 10_000, 3_000))
+    values = rng.integers(-5, 10_005, 20_000)
+    assert (_in_sorted(seen, values) == np.isin(values, seen)).all()
+    assert not _in_sorted(np.array([], dtype=np.int64), values[:3]).any()

@@ -79,11 +79,26 @@ def top_k_neighbours(
     rows = vectors.positions(video_ids)
     if (rows < 0).any():
         raise KeyError(f"{int((rows < 0).sum())} video id(s) have no vector")
-    k = min(k, len(vectors) - 1)
+    k = max(min(k, len(vectors) - 1), 0)
     out = np.empty((len(rows), k), dtype=np.int64)
+    if k == 0:
+        return out
     for start in range(0, len(rows), 1024):
         block = rows[start : start + 1024]
         scores = sign * (vectors.vectors[block] @ vectors.vectors.T)
         scores[np.arange(len(block)), block] = -np.inf
-        out[start : start + len(block)] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out[start : start + len(block)] = _first_k(scores, k)
     return out
+
+
+def _first_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """The first k columns of a stable argsort of -scores, row by row (highest score first, ties
+    by column), without sorting whole rows: a partition finds each row's k-th highest score, and
+    only the columns at or above it are sorted."""
+    n_rows, n_columns = scores.shape
+    kth = np.partition(scores, n_columns - k, axis=1)[:, n_columns - k]
+    rows, columns = np.nonzero(scores >= kth[:, None])  # at least k per row; more on ties
+    order = np.lexsort((columns, -scores[rows, columns], rows))
+    rows, columns = rows[order], columns[order]
+    place = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
+    return columns[place < k].reshape(n_rows, k)

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from benchmarks.memory import memory_mb, reset_peak
+
 METHODS = ("ours-step", "ours-fit", "implicit", "implicit-loss", "spark")
 LABELS = {
     "ours-step": "ours: train step's _train_als (MLflow run, loss per iteration, AUC, vectors)",
@@ -170,14 +172,14 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
             return np.asarray(model.item_factors)
     else:
         run = _spark(matrix, params, config.seed, report)
-    _reset_peak()
-    baseline = _memory_mb("VmRSS")
+    reset_peak()
+    baseline = memory_mb("VmRSS")
     factors = None
     for _ in range(args.spark_repeat if method == "spark" else args.repeat):
         started = time.perf_counter()
         factors = run()
         report["seconds"].append(time.perf_counter() - started)
-    report["peak_mb"] = _memory_mb("VmHWM") - baseline
+    report["peak_mb"] = memory_mb("VmHWM") - baseline
     if factors is not None:
         np.save(folder / f"{method}.npy", np.asarray(factors, dtype=np.float32))
     (folder / f"{method}.json").write_text(json.dumps(report))
@@ -276,17 +278,6 @@ def _overlap(a, b, video_ids, neighbour_overlap, ItemVectors) -> float:
     first, second = ItemVectors.from_raw(video_ids, a), ItemVectors.from_raw(video_ids, b)
     queries = video_ids[:: max(1, len(video_ids) // 2000)]
     return neighbour_overlap(first, second, 10, queries)
-
-
-def _memory_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024.0  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from benchmarks.memory import memory_mb, reset_peak
+
 METHODS = ("ours", "sparse_dot_topn", "dense")
 LABELS = {
     "ours": "ours: prefix-filtered blocks (models.candidates)",
@@ -128,8 +130,8 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
             return
     import models.candidates as candidates
 
-    _reset_peak()
-    baseline = _memory_mb("VmRSS")
+    reset_peak()
+    baseline = memory_mb("VmRSS")
     started, cpu_started = time.perf_counter(), time.process_time()
     if method == "ours":
         pairs = candidates.candidate_arrays(profiles, e, limit, settings["block_size"])
@@ -146,7 +148,7 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
             )
     report["seconds"] = time.perf_counter() - started
     report["cpu_seconds"] = time.process_time() - cpu_started
-    report["peak_mb"] = _memory_mb("VmHWM") - baseline
+    report["peak_mb"] = memory_mb("VmHWM") - baseline
     np.savez(folder / f"{method}.npz", source=pairs[0], cand=pairs[1], sim=pairs[2])
     (folder / f"{method}.json").write_text(json.dumps(report))
 
@@ -160,7 +162,7 @@ def _sparse_dot_topn(sp_matmul_topn, profiles, e: float, limit: int, baseline: f
     scale = np.divide(1.0, np.sqrt(lengths), out=np.zeros_like(lengths), where=lengths > 0)
     unit = sp.csr_matrix(sp.diags(scale) @ profiles.astype(np.float64))
     product = sp_matmul_topn(unit, unit.T.tocsr(), top_n=limit + 1, threshold=e - 1e-9, sort=True)
-    call = time.perf_counter() - started, _memory_mb("VmHWM") - baseline, product.nnz
+    call = time.perf_counter() - started, memory_mb("VmHWM") - baseline, product.nnz
     source = np.repeat(np.arange(product.shape[0], dtype=np.int64), np.diff(product.indptr))
     other = product.indices != source
     source, candidate = source[other], product.indices[other].astype(np.int64)
@@ -270,19 +272,6 @@ def _agreement(ours: tuple, theirs: tuple, profiles, limit: int, pair_similarity
 
 def _uniform_rows(n: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(np.int64))
-
-
-def _memory_mb(field: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident) of this process, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024.0  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    """Make VmHWM start again from the current resident set (Linux 4.0 and later)."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 if __name__ == "__main__":

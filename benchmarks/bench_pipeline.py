@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.memory import memory_mb
 from benchmarks.profile_sampler import CATEGORIES, ORCHESTRATION, Sampler, shares, top_sites
 
 STEP_ORDER = (
@@ -113,7 +114,7 @@ def _work(args: argparse.Namespace) -> None:
         report["timed_out_in_worker"] = True
     report["ended"] = time.time()
     report["samples"] = sampler.stop()
-    report["peak_rss_mb"] = _memory_mb("VmHWM")
+    report["peak_rss_mb"] = memory_mb("VmHWM")
     report["import_to_start_seconds"] = report["started"] - _process_start()
     report.update(_world(args))
     Path(args.report).write_text(json.dumps(report))
@@ -262,13 +263,6 @@ def _process_start() -> float:
     import psutil
 
     return psutil.Process().create_time()
-
-
-def _memory_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024.0  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 MULTI_TASK = "multi-task"
 # Lower is better for these; every other metric is higher-is-better.
 LOWER_IS_BETTER = {"dislike_rate"}
-SUMMARY_FILE = "evaluation.json"
 
 
 @dataclass
@@ -108,8 +107,9 @@ def run_evaluate(
         publish_folder(report_dir(config)) as report_folder,
     ):
         started = time.perf_counter()
-        lists = method_lists(config, train, folder, methods)
-        matrix, video_ids, _ = profiles_from_store(feature_repo_dir(config))
+        profiles = profiles_from_store(feature_repo_dir(config))
+        lists = method_lists(config, train, folder, profiles, methods)
+        matrix, video_ids, _ = profiles
         counts = train["video_id"].value_counts()
         cold = {v for v in video_ids if counts.get(v, 0) <= config.evaluation.cold_max_events}
         table = _score(config, lists, test, matrix, video_ids, cold)
@@ -142,7 +142,7 @@ def run_evaluate(
                 for method, row in table.to_dict("index").items()
             },
         }
-        (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        (folder / workspace.EVALUATION_SUMMARY).write_text(json.dumps(summary, indent=2))
         report = evaluation_report.write_report(
             table, change, summary, config.candidates.threshold, report_folder
         )
@@ -188,10 +188,15 @@ def chosen_methods(config: Config, methods: Sequence[str] | None) -> list[str]:
 
 
 def method_lists(
-    config: Config, train: pd.DataFrame, folder: Path, methods: Sequence[str] | None = None
+    config: Config,
+    train: pd.DataFrame,
+    folder: Path,
+    profiles: tuple,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each chosen method's related lists (all when None), trained on `train` only, in the
-    report's order. Only the models the chosen methods need are trained."""
+    report's order. Only the models the chosen methods need are trained. `profiles`: the
+    (matrix, video ids, vocabulary) of `profiles_from_store`."""
     chosen = chosen_methods(config, methods)
     n = config.merge.top_n
     multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
@@ -218,7 +223,7 @@ def method_lists(
         log.info("evaluation: training the single-objective models (every positive, no routing)")
         fit_stage2(config, train, single_dir, use_routing=False, two_tower_for=single_towers)
     pairs = read_candidate_pairs(config)
-    matrix, video_ids, vocabulary = profiles_from_store(feature_repo_dir(config))
+    matrix, video_ids, vocabulary = profiles
 
     builders: dict[str, Callable[[], pd.DataFrame | None]] = {
         "popularity": lambda: popularity_lists(train, video_ids, n),
@@ -331,11 +336,3 @@ def _log_methods(table: pd.DataFrame, change: pd.DataFrame) -> None:
 
 def _json_number(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def read_evaluation(config: Config) -> dict:
-    """The last evaluation's summary (methods, baseline, split, run id)."""
-    path = workspace.evaluation_dir(config) / SUMMARY_FILE
-    if not path.exists():
-        raise DataFileError(f"{path}: no evaluation; run the evaluate step first")
-    return json.loads(path.read_text())

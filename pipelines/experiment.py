@@ -10,7 +10,6 @@ rebuilt from the configuration and must be the one the workspace's data came fro
 from __future__ import annotations
 
 import html
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -55,16 +54,15 @@ def experiment_dir(config: Config) -> Path:
     return workspace.reports_dir(config) / "experiment"
 
 
-def read_method_lists(config: Config) -> tuple[list[str], dict[str, pd.DataFrame]]:
-    """The offline evaluation's methods, in its order, and each method's related lists."""
+def read_method_lists(config: Config) -> tuple[list[str], dict[str, pd.DataFrame], dict]:
+    """The offline evaluation's methods, in its order, each method's related lists, and the
+    evaluation's summary."""
     folder = workspace.evaluation_dir(config)
-    path = folder / "evaluation.json"
-    if not path.exists():
-        raise DataFileError(f"{path}: no offline evaluation; run the evaluate step first")
+    payload = workspace.read_evaluation(config)
     try:
-        payload = json.loads(path.read_text())
         methods = [str(method) for method in payload["methods"]]
-    except (ValueError, KeyError, TypeError) as error:
+    except (KeyError, TypeError) as error:
+        path = folder / workspace.EVALUATION_SUMMARY
         raise DataFileError(f"{path}: no list of methods ({error})") from error
     if payload.get("baseline", config.experiment.baseline) != config.experiment.baseline:
         log.warning(
@@ -80,7 +78,7 @@ def read_method_lists(config: Config) -> tuple[list[str], dict[str, pd.DataFrame
         if missing:
             raise DataFileError(f"{folder / 'lists' / method}.parquet: no column {missing[0]!r}")
         lists[method] = frame
-    return methods, lists
+    return methods, lists, payload
 
 
 def rebuild_world(config: Config) -> World:
@@ -146,7 +144,7 @@ def run_experiment(config: Config, progress: bool = True) -> Experiment:
     the report to an `experiment` run, write the report to the data set's reports folder."""
     settings = config.experiment
     world = rebuild_world(config)
-    methods, lists = read_method_lists(config)
+    methods, lists, evaluation = read_method_lists(config)
     check_settings(config, methods)
     rate = session_rate(config, world)
     video_ids = world.catalog.videos["video_id"].to_numpy()
@@ -174,7 +172,6 @@ def run_experiment(config: Config, progress: bool = True) -> Experiment:
         "users": len(world.activity),
         "seeds": f"[{config.seed}, replicate]; A/A: [{config.seed}, replicates + i]",
     }
-    evaluation = json.loads((workspace.evaluation_dir(config) / "evaluation.json").read_text())
     tags = {"evaluation_run_id": str(evaluation.get("run_id", ""))}  # the lists' evaluation
     with tracking.step_run("experiment", params, tags):
         started = time.perf_counter()

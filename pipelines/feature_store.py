@@ -100,7 +100,7 @@ def ensure_online_store(repo: Path, online_store: Mapping[str, object], project:
     """Point the deployed repo at `online_store` (and apply) if it points elsewhere; True if it
     had to. A publish goes where the configuration says, whatever the features step used."""
     settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
-    if online_store_of(repo) == dict(online_store) and settings.get("project") == project:
+    if settings.get("online_store") == dict(online_store) and settings.get("project") == project:
         return False
     log.info("feature repo %s: project %s, online store now %s", repo, project, dict(online_store))
     deploy_repo(repo, online_store=online_store, project=project)

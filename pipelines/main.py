@@ -51,11 +51,14 @@ class Step:
 class PipelineResult:
     run_id: str
     tracking_uri: str
-    ran: list[str]
     reused: list[str]
-    results: dict[str, Any]  # what each step that ran returned
+    results: dict[str, Any]  # what each step that ran returned, in order
     decision: Decision
     published: Published
+
+    @property
+    def ran(self) -> list[str]:
+        return list(self.results)
 
 
 def steps(config: Config) -> list[Step]:
@@ -117,9 +120,8 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
         faults.checkpoint("after:promote")
         published = run_publish(config)
         faults.checkpoint("after:publish")
-        ran = list(results)
-        mlflow.set_tags({"ran": ",".join(ran) or "none", "reused": ",".join(reused) or "none"})
-        return PipelineResult(parent.info.run_id, uri, ran, reused, results, decision, published)
+        mlflow.set_tags({"ran": ",".join(results) or "none", "reused": ",".join(reused) or "none"})
+        return PipelineResult(parent.info.run_id, uri, reused, results, decision, published)
 
 
 def run_steps(config: Config, chain: Iterable[Step]) -> tuple[dict[str, Any], list[str]]:

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from pipelines import faults, feature_store, online, registry, tracking, workspace
 from pipelines.config import Config
 from pipelines.data.io import DataFileError
-from pipelines.evaluate import LOWER_IS_BETTER, read_evaluation
+from pipelines.evaluate import LOWER_IS_BETTER
 from pipelines.features import feast_project, feature_repo_dir, online_store_settings
 from pipelines.merge import CHALLENGER, CHAMPION, MODEL_NAME, TABLE_FILE
 
@@ -265,7 +265,7 @@ def _alias(client: mlflow.MlflowClient, alias: str) -> str | None:
 def _offline_metrics(config: Config, version) -> dict[str, float | None]:
     """The full method's offline metrics for the configuration and data the version was made
     from (the evaluate step's summary); a clear error when the evaluation is of something else."""
-    summary = read_evaluation(config)
+    summary = workspace.read_evaluation(config)
     tags = version.tags
     for key in ("config_digest", "data_digest"):
         if summary.get(key) != tags.get(key):

@@ -169,12 +169,16 @@ def fit_stage2(
             mlflow.set_tag(f"skipped_{objective.name}", "too few routed positives")
             continue
         with _spark_if(config) as spark:
-            version = _train_als(config, objective, positives, holdout, folder, tags, spark, check)
-        trained.versions[f"als-{objective.name}"] = version
+            versions = {
+                f"als-{objective.name}": _train_als(
+                    config, objective, positives, holdout, folder, tags, spark, check
+                )
+            }
         if two_tower_for is None or objective.name in two_tower_for:
-            trained.versions[f"two-tower-{objective.name}"] = _train_two_tower(
+            versions[f"two-tower-{objective.name}"] = _train_two_tower(
                 config, objective, towers, holdout, items, folder, tags, check
             )
+        trained.versions.update({name: v for name, v in versions.items() if v})
         trained.seconds[objective.name] = time.perf_counter() - begun
         log.info(
             "%s: %s %s positives, ALS and two-tower in %.1f s",

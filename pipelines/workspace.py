@@ -6,6 +6,7 @@ workspace/reports/<dataset>/ (gate data docs), workspace/mlflow.db and mlartifac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipelines.config import Config, ConfigError
@@ -38,6 +39,20 @@ def validated_manifest(config: Config) -> Path:
 def evaluation_dir(config: Config) -> Path:
     """The offline evaluation's models, lists and summary (evaluation.json)."""
     return dataset_dir(config) / "evaluation"
+
+
+EVALUATION_SUMMARY = "evaluation.json"
+
+
+def read_evaluation(config: Config) -> dict:
+    """The last evaluation's summary (methods, baseline, split, digests, metrics, run id)."""
+    path = evaluation_dir(config) / EVALUATION_SUMMARY
+    if not path.exists():
+        raise DataFileError(f"{path}: no offline evaluation; run the evaluate step first")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DataFileError(f"{path}: not readable JSON ({error})") from error
 
 
 def reports_dir(config: Config) -> Path:

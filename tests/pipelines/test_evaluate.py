@@ -14,7 +14,8 @@ from pipelines import evaluate as evaluate_step
 from pipelines import feature_store
 from pipelines import train as train_step
 from pipelines.config import ConfigError, load_config
-from pipelines.evaluate import read_evaluation, run_evaluate, split_time
+from pipelines.evaluate import run_evaluate, split_time
+from pipelines.workspace import read_evaluation
 from tests.conftest import SMALL_MODELS
 
 BASELINE = "als-click"

@@ -1,5 +1,5 @@
-"""Benchmark of a two-tower epoch: our `fit_two_tower` (pairs drawn and gathered per batch by a
-Keras PyDataset, fresh negatives each epoch, validation each epoch) against a bare Keras fit of
+"""Benchmark of a two-tower epoch: our `fit_two_tower` (pairs drawn each epoch, gathered and
+prefetched in tf.data, fresh negatives each epoch, validation each epoch) against a bare Keras fit of
 the same architecture (`build_towers`, the same spec, batch size and validation pairs) on pairs
 drawn once into in-memory arrays. One process per method.
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 METHODS = ("ours", "keras")
 LABELS = {
-    "ours": "ours: models.two_tower.fit_two_tower (PyDataset batches)",
+    "ours": "ours: models.two_tower.fit_two_tower (tf.data, fresh negatives each epoch)",
     "keras": "bare Keras fit, same towers, in-memory arrays",
 }
 
@@ -216,15 +216,15 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
 
 
 def _gather_seconds(two_tower, model, train, items, params) -> float:
-    """What one epoch's batches cost to draw and gather in Python alone (no training)."""
+    """What one epoch's batches cost to draw and gather through tf.data alone (no training)."""
     users = two_tower.encode_users(train, model.spec)
     row = pd.Index(items["video_id"]).get_indexer(train["video_id"].astype(str))
     started = time.perf_counter()
-    batches = two_tower.PairBatches(
+    dataset, steps = two_tower.pair_batches(
         users, model.catalog, row, params, np.random.default_rng(0), train=True
     )
-    for index in range(len(batches)):
-        batches[index]
+    for _ in dataset.take(steps):
+        pass
     return time.perf_counter() - started
 
 
@@ -248,7 +248,7 @@ def _report(results: dict) -> None:
     ours = results.get("ours", {})
     if "gather_seconds" in ours:
         print(
-            f"\nours: drawing and gathering one epoch's batches in Python alone (PairBatches, no "
+            f"\nours: drawing and gathering one epoch's batches through tf.data alone (no "
             f"training): {ours['gather_seconds']:.1f} s"
         )
     if "arrays_seconds" in bare:

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from keras import ops
 from scipy.stats import rankdata
 
@@ -281,40 +282,68 @@ def training_arrays(
     return x, pairs["label"]
 
 
-class PairBatches(keras.utils.PyDataset):
-    """Batches gathered on the fly (the repeated user rows would not fit in memory on real data);
-    for training, fresh negatives and hidden ids every epoch."""
+def pair_batches(
+    users: dict[str, np.ndarray],
+    catalog: dict[str, np.ndarray],
+    positive_items: np.ndarray,
+    params: TwoTowerParams,
+    rng: np.random.Generator,
+    train: bool,
+) -> tuple[tf.data.Dataset, int]:
+    """(dataset, batches per epoch): the pairs of `sample_pairs` in batches, gathered inside
+    tf.data and prefetched beside the training step. For training, each epoch draws fresh
+    negatives and hidden ids and the dataset runs `max_epochs` epochs; for validation, one
+    draw, the same pairs every epoch. The first epoch is drawn now, so draws follow call order.
+    """
+    # Negatives only among videos with training positives: a video no one watched would be
+    # a negative for everyone, and the towers learn "never watched" from its exact attribute
+    # combination, which pulled all cold videos together (cosine 0.78 between cold videos of
+    # different series vs 0.5 to their own series) instead of next to their series.
+    pool = np.flatnonzero(catalog["video_index"] > 0)
+    dropout = params.id_dropout if train else 0.0
 
-    def __init__(self, users, catalog, positive_items, params: TwoTowerParams, rng, train: bool):
-        super().__init__()
-        self.users, self.catalog, self.positive_items = users, catalog, positive_items
-        self.params, self.rng, self.train = params, rng, train
-        self._draw()
+    def draw() -> tuple[np.ndarray, ...]:
+        pairs = sample_pairs(positive_items, pool, params.negatives_per_positive, rng, dropout)
+        return tuple(pairs[k] for k in ("user_row", "item_row", "label", "hide_id"))
 
-    def _draw(self) -> None:
-        # Negatives only among videos with training positives: a video no one watched would be
-        # a negative for everyone, and the towers learn "never watched" from its exact attribute
-        # combination, which pulled all cold videos together (cosine 0.78 between cold videos of
-        # different series vs 0.5 to their own series) instead of next to their series.
-        self.pairs = sample_pairs(
-            self.positive_items,
-            np.flatnonzero(self.catalog["video_index"] > 0),
-            self.params.negatives_per_positive,
-            self.rng,
-            self.params.id_dropout if self.train else 0.0,
+    first = [draw()]
+    steps = math.ceil(len(first[0][0]) / params.batch_size)
+    user_tensors = {k: tf.constant(v) for k, v in users.items()}
+    item_tensors = {k: tf.constant(v) for k, v in catalog.items()}
+
+    def gather(user_row, item_row, label, hide_id):
+        x = {k: tf.gather(v, user_row) for k, v in user_tensors.items()}
+        x.update({k: tf.gather(v, item_row) for k, v in item_tensors.items()})
+        x["video_index"] = tf.where(hide_id, tf.zeros_like(x["video_index"]), x["video_index"])
+        return x, label
+
+    if train:
+
+        def epoch(_) -> tuple[np.ndarray, ...]:
+            return first.pop() if first else draw()
+
+        types = (tf.int64, tf.int64, tf.float32, tf.bool)
+
+        def pairs_of_epoch(number):
+            arrays = tf.numpy_function(epoch, [number], types, stateful=True)
+            for array in arrays:
+                array.set_shape([None])
+            return tuple(arrays)
+
+        # Batched within each epoch: an epoch's last, smaller batch is not filled from the next.
+        batches = (
+            tf.data.Dataset.range(params.max_epochs)
+            .map(pairs_of_epoch)
+            .flat_map(
+                lambda *arrays: tf.data.Dataset.from_tensor_slices(arrays).batch(params.batch_size)
+            )
         )
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.pairs["label"]) / self.params.batch_size)
-
-    def __getitem__(self, batch: int):
-        size = self.params.batch_size
-        part = {k: v[batch * size : (batch + 1) * size] for k, v in self.pairs.items()}
-        return training_arrays(self.users, self.catalog, part)
-
-    def on_epoch_end(self) -> None:
-        if self.train:
-            self._draw()
+    else:
+        batches = tf.data.Dataset.from_tensor_slices(first[0]).batch(params.batch_size)
+    dataset = batches.map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)
+    return dataset, steps
 
 
 def _predict(model: keras.Model, inputs: dict[str, np.ndarray], chunk: int = 8192) -> np.ndarray:
@@ -461,9 +490,9 @@ def fit_two_tower(
     )
     user_model, item_model, train_model = build_towers(spec, params)
 
-    def batches(rows: np.ndarray, train: bool) -> PairBatches:
+    def batches(rows: np.ndarray, train: bool) -> tuple[tf.data.Dataset, int]:
         subset = {k: v[rows] for k, v in users.items()}
-        return PairBatches(subset, catalog, catalog_row[rows], params, rng, train)
+        return pair_batches(subset, catalog, catalog_row[rows], params, rng, train)
 
     monitor = "val_loss" if n_validation else "loss"
     callbacks = [
@@ -473,9 +502,11 @@ def fit_two_tower(
     ]
     if progress is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=progress))
+    training, steps = batches(train_rows, train=True)
     fitted = train_model.fit(
-        batches(train_rows, train=True),
-        validation_data=batches(validation_rows, train=False) if n_validation else None,
+        training,
+        steps_per_epoch=steps,  # one draw per epoch; the dataset holds max_epochs of them
+        validation_data=batches(validation_rows, train=False)[0] if n_validation else None,
         epochs=params.max_epochs,
         shuffle=False,  # the pairs are shuffled when drawn, from the seeded generator
         callbacks=callbacks,

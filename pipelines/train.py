@@ -152,7 +152,7 @@ def fit_stage2(
     items = _catalog(matrix, video_ids, vocabulary)
     tower_rows = feature_store.historical_features(repo, events, "two_tower")
     rng = np.random.default_rng(config.seed)
-    check = _truth_check(truth, frame)
+    check = _truth_check(truth, frame, config.seed)
     for objective in config.objectives:
         begun = time.perf_counter()
         chosen = routed[f"routed_{objective.name}"].to_numpy()
@@ -280,9 +280,6 @@ def _train_als(
                 engine,
                 seed=config.seed,
                 spark=spark,
-                progress=lambda iteration, _s, loss: (
-                    loss is not None and mlflow.log_metric("training_loss", loss, step=iteration)
-                ),
                 calculate_training_loss=engine == "implicit",
             )
         auc = _holdout_auc(
@@ -295,6 +292,7 @@ def _train_als(
                 "positives": len(train),
                 "holdout_positives": len(held),
                 "videos_with_vector": len(model.item_vectors),
+                **({"training_loss": model.training_loss} if model.training_loss else {}),
             }
         )
         mlflow.log_metrics(check(model.item_vectors))
@@ -339,14 +337,16 @@ def _train_two_tower(
         return _register_vectors(name, vectors, folder, tags, objective, "keras")
 
 
-def _truth_check(truth, frame: pd.DataFrame):
+def _truth_check(truth, frame: pd.DataFrame, seed: int):
     """On synthetic data, a function from item vectors to truth metrics; else one giving none."""
     if truth is None:
         return lambda vectors: {}
     events_per_video = frame.groupby("video_id").size().to_dict()
 
     def check(vectors) -> dict[str, float]:
-        found = truth_checks.series_neighbours(vectors, truth["videos"], events_per_video)
+        found = truth_checks.series_neighbours(
+            vectors, truth["videos"], events_per_video, seed=seed
+        )
         return {f"truth_{name}": value for name, value in found.items()}
 
     return check

@@ -36,8 +36,10 @@ PARAMS = TwoTowerParams(
     optimizer="sgd",
     learning_rate=0.05,
     batch_size=128,
-    max_epochs=40,
-    early_stopping_patience=3,
+    max_epochs=60,
+    # The loss sits near its base rate for the first few epochs on this small world; with a
+    # patience of 3, 2 of 8 world and model seeds stopped there (patience 5: none of 8).
+    early_stopping_patience=5,
     validation_share=0.1,
     negatives_per_positive=4,
     seed=99,
@@ -118,9 +120,9 @@ class TestTwoTower(ItemVectorContract):
 
 def test_cold_videos_sit_next_to_their_series(trained, world):
     """A cold video's top 3 neighbours hold a series mate for (nearly) every series; by chance
-    that happens for 39% of them (1 - C(40,3)/C(47,3)). Measured: 6 of 6 here, and 6 of 6 in 7
-    of 8 world and model seeds tried (5 of 6 in the other). Its mean cosine to its warm series
-    mates is far above that to other series' videos (measured gaps 0.6 to 1.0)."""
+    that happens for 39% of them (1 - C(40,3)/C(47,3)). Measured: 6 of 6 here, and 6 of 6 in 8
+    of 8 world and model seeds tried (2 worlds x 4 model seeds). Its mean cosine to its warm series
+    mates is far above that to other series' videos (measured gaps 0.59 to 0.92)."""
     vectors, items = trained.vectors, world.items
     series_of = items.set_index("video_id")["series"]
     row_series = series_of[vectors.video_ids].to_numpy()

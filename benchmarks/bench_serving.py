@@ -1,6 +1,7 @@
 """Benchmark of serving: the HTTP service (`related-videos serve`, uvicorn in a subprocess) under
 a closed-loop load generator on loopback, against the read it makes through Feast in-process
-and against a raw SQLite point lookup of the same rows in Feast's online table.
+and against a raw SQLite point lookup of the same rows in Feast's online table; with 1 and 2
+uvicorn workers (`serving.workers`).
 
 Without --workspace, a toy workspace is built first (`related-videos --size toy main` with small
 networks, about a minute). Each load level is bounded in requests and in seconds.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per level (3000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per level at most")
     parser.add_argument("--n", type=int, default=10, help="?n= of each request (10)")
+    parser.add_argument(
+        "--workers", default="1,2", help="uvicorn worker processes (serving.workers), per run"
+    )
     args = parser.parse_args(argv)
     script = Path(sys.executable).parent / "related-videos"
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -78,37 +83,9 @@ def _measure(args, script: Path, workspace: Path) -> None:
         sys.exit(f"{repo}: nothing published; run `related-videos --workspace W main` first")
     video_ids = pd.read_parquet(online.related_folder(repo) / f"{live.color}.parquet")["video_id"]
     video_ids = video_ids.astype(str).to_numpy()
-    port = _free_port()
-    command = [
-        str(script), "--workspace", str(workspace), "--size", args.size,
-        "--set", f"serving.port={port}", "serve",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
-    try:
-        _wait_healthy(port, server)
-        print(
-            f"# Serving: {live.videos:,} videos in the live table (v{live.version}, {live.color} "
-            f"copy, SQLite online store); GET /related/{{id}}?n={args.n}, ids in turn\n"
-            f"server: `related-videos serve` (uvicorn, one worker, access log on); client: "
-            f"http.client keep-alive, one connection per thread, same machine; each level at most "
-            f"{args.requests:,} requests or {args.seconds:.0f} s\n",
-            flush=True,
-        )
-        _load(port, video_ids[:50], 1, 50, 10.0, args.n)  # warm-up
-        for threads in (int(c) for c in args.concurrency.split(",")):
-            rows.append(
-                (f"HTTP service, {threads} client threads",)
-                + _load(port, video_ids, threads, args.requests, args.seconds, args.n)
-            )
-        for rate in (float(r) for r in args.rates.split(",") if r.strip()):
-            rows.append(
-                (f"HTTP service, paced at {rate:.0f}/s, 8 client threads",)
-                + _load(port, video_ids, 8, args.requests, args.seconds, args.n, rate)
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    for workers in (int(w) for w in args.workers.split(",")):
+        rows += _load_server(args, script, workspace, live, video_ids, workers)
     rows.append(("Feast get_online_features in-process (the service's read)",)
                 + _feast_reads(repo, live, video_ids, args.requests, args.seconds))  # fmt: skip
     rows.append(("raw SQLite point lookup, same rows",)
@@ -124,6 +101,45 @@ def _measure(args, script: Path, workspace: Path) -> None:
             f"{latencies.max() * 1000:.1f} |"
         )
     print("\nthe in-process and SQLite rows are one thread, one read after another")
+
+
+def _load_server(args, script: Path, workspace: Path, live, video_ids, workers: int) -> list:
+    """The load levels against one `related-videos serve` with this many workers."""
+    port = _free_port()
+    command = [
+        str(script), "--workspace", str(workspace), "--size", args.size,
+        "--set", f"serving.port={port}", "--set", f"serving.workers={workers}", "serve",
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    label, rows = f"HTTP service, {workers} worker{'s' if workers > 1 else ''}", []
+    try:
+        _wait_healthy(port, server)
+        print(
+            f"# Serving: {live.videos:,} videos in the live table (v{live.version}, {live.color} "
+            f"copy, SQLite online store); GET /related/{{id}}?n={args.n}, ids in turn\n"
+            f"server: `related-videos serve` (uvicorn, {workers} worker(s), access log on); "
+            f"client: http.client keep-alive, one connection per thread, same machine; each level "
+            f"at most {args.requests:,} requests or {args.seconds:.0f} s\n",
+            flush=True,
+        )
+        for _ in range(4 * workers):  # warm-up: every worker opens its store
+            _load(port, video_ids[:50], 1, 50, 10.0, args.n)
+        for threads in (int(c) for c in args.concurrency.split(",")):
+            rows.append(
+                (f"{label}, {threads} client threads",)
+                + _load(port, video_ids, threads, args.requests, args.seconds, args.n)
+            )
+        for rate in (float(r) for r in args.rates.split(",") if r.strip()):
+            rows.append(
+                (f"{label}, paced at {rate:.0f}/s, 8 client threads",)
+                + _load(port, video_ids, 8, args.requests, args.seconds, args.n, rate)
+            )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return rows
 
 
 def _load(port, video_ids, threads: int, requests: int, seconds: float, n: int, rate=None):

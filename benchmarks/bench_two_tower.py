@@ -1,7 +1,7 @@
 """Benchmark of a two-tower epoch: our `fit_two_tower` (pairs drawn each epoch, gathered and
-prefetched in tf.data, fresh negatives each epoch, validation each epoch) against a bare Keras fit of
-the same architecture (`build_towers`, the same spec, batch size and validation pairs) on pairs
-drawn once into in-memory arrays. One process per method.
+prefetched in tf.data, validation each epoch) against a bare Keras fit of the same architecture
+(`build_towers`, the same spec, batch size and validation pairs) on pairs drawn once into
+in-memory arrays. One process per method.
 
 The data: one objective's positives (all of them, without routing) from the synthetic world at a
 preset, with the users' current features (the train step reads them from Feast), and the

@@ -187,9 +187,7 @@ def _fit_implicit(
     loss = None
     if calculate_training_loss:
         confidence = (params.alpha * matrix).astype(np.float32).tocsr()  # as implicit's fit
-        loss = float(
-            _als.calculate_loss(confidence, user_factors, item_factors, params.reg_param)
-        )
+        loss = float(_als.calculate_loss(confidence, user_factors, item_factors, params.reg_param))
     return user_factors, item_factors, loss
 
 
@@ -324,7 +322,8 @@ def auc_on_holdout(
     seen_users = user_index.get_indexer(seen_frame["user_id"])
     seen_videos = video_index.get_indexer(seen_frame["video_id"].astype(str))
     n_videos = len(video_index)
-    seen = np.unique(seen_users.astype(np.int64) * n_videos + seen_videos)
+    # Sorted, not unique: membership by binary search needs no dedup (np.unique: 8x the time).
+    seen = np.sort(seen_users.astype(np.int64) * n_videos + seen_videos)
 
     negatives = rng.integers(0, n_videos, size=len(users))
     codes = users.astype(np.int64) * n_videos
@@ -342,8 +341,8 @@ def auc_on_holdout(
 
 
 def _in_sorted(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """values in sorted_values (sorted, unique) by binary search: np.isin would sort or hash the
-    seen pairs again on every call of the redraw loop."""
+    """values in sorted_values (sorted; repeats allowed) by binary search: np.isin would sort or
+    hash the seen pairs again on every call of the redraw loop."""
     if not len(sorted_values):
         return np.zeros(len(values), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)

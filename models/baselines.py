@@ -134,19 +134,25 @@ def vector_lists(
     return _rank(pairs[pairs["score"].notna()], n)
 
 
-def ungated_pairs(models: list[ItemVectors], k: int) -> pd.DataFrame:
+def ungated_pairs(
+    models: list[ItemVectors], k: int, sources: np.ndarray | None = None
+) -> pd.DataFrame:
     """The candidates of a method without the relevance gate: the union over `models` of each
-    video's k nearest neighbours by that model's cosine, as (source_video_id,
-    candidate_video_id), distinct, sorted."""
+    source video's k nearest neighbours by that model's cosine, as (source_video_id,
+    candidate_video_id), distinct, sorted. Sources: every video of a model, or those of
+    `sources` it has a vector for."""
     parts = []
     for vectors in models:
         if len(vectors) < 2:
             continue
-        neighbours = top_k_neighbours(vectors, vectors.video_ids, k)
+        query = vectors.video_ids
+        if sources is not None:
+            query = query[np.isin(query, np.asarray(sources).astype(str))]
+        neighbours = top_k_neighbours(vectors, query, k)
         parts.append(
             pd.DataFrame(
                 {
-                    "source_video_id": np.repeat(vectors.video_ids, neighbours.shape[1]),
+                    "source_video_id": np.repeat(query, neighbours.shape[1]),
                     "candidate_video_id": vectors.video_ids[neighbours.ravel()],
                 }
             )

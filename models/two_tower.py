@@ -340,9 +340,9 @@ def pair_batches(
         )
     else:
         batches = tf.data.Dataset.from_tensor_slices(first[0]).batch(params.batch_size)
-    dataset = batches.map(
-        gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    ).prefetch(tf.data.AUTOTUNE)
+    dataset = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )
     return dataset, steps
 
 

@@ -247,6 +247,7 @@ class EvaluationConfig:
     cold_max_events: int
     item_cf_min_cooccurrence: int
     ungated_neighbours: int
+    ungated_block_size: int
     main_methods: list[str]
 
 
@@ -272,6 +273,7 @@ class ServingConfig:
     host: str
     port: int
     max_n: int
+    workers: int
 
 
 @dataclass(frozen=True)

@@ -239,9 +239,7 @@ def method_lists(
     builders["no-two-tower"] = lambda: related_table(
         pairs, model_vectors(config, multi_dir, two_tower=False), learned, n
     )
-    builders["no-gate"] = lambda: related_table(
-        _ungated(config, multi, matrix, video_ids, vocabulary), multi, learned, n
-    )
+    builders["no-gate"] = lambda: _no_gate_lists(config, multi, learned, profiles)
     builders["no-learned-weights"] = lambda: related_table(pairs, multi, equal, n)
 
     lists = {}
@@ -271,11 +269,26 @@ def _vector_method(folder: Path, name: str, n: int, sign: int):
     return build
 
 
-def _ungated(config: Config, multi, matrix, video_ids: np.ndarray, vocabulary) -> pd.DataFrame:
-    """The "no relevance gate" candidates: every trained model's nearest neighbours, with the
-    content similarity and shared values stage 1 would have given them."""
+def _no_gate_lists(config: Config, multi, weights, profiles: tuple) -> pd.DataFrame:
+    """The "no relevance gate" lists: the full method ranking, instead of the candidates, every
+    trained model's nearest neighbours of each source. Built a block of sources at a time: all
+    sources at once held every pair with its reasons in memory (gigabytes at 20,000 videos)."""
     models = [vectors for pair in multi.values() for vectors in pair if vectors is not None]
-    pairs = ungated_pairs(models, config.evaluation.ungated_neighbours)
+    sources = np.unique(np.concatenate([m.video_ids for m in models])) if models else []
+    size = config.evaluation.ungated_block_size
+    tables = []
+    for start in range(0, len(sources), size):
+        pairs = _ungated(config, models, profiles, sources[start : start + size])
+        if len(pairs):
+            tables.append(related_table(pairs, multi, weights, config.merge.top_n))
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def _ungated(config: Config, models: list, profiles: tuple, sources: np.ndarray) -> pd.DataFrame:
+    """The ungated candidates of some sources, with the content similarity and shared values
+    stage 1 would have given them."""
+    matrix, video_ids, vocabulary = profiles
+    pairs = ungated_pairs(models, config.evaluation.ungated_neighbours, sources)
     index = pd.Index(video_ids)
     source = index.get_indexer(pairs["source_video_id"])
     candidate = index.get_indexer(pairs["candidate_video_id"])

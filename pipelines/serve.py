@@ -4,6 +4,7 @@ store, GET /health says what is live; a newly published table is served at once,
 
 # No `from __future__ import annotations`: FastAPI evaluates the endpoints' annotations, and
 # they refer to create_app's locals (max_n).
+import json
 import logging
 import os
 import threading
@@ -156,24 +157,46 @@ def entries(found: RelatedList, n: int) -> list[RelatedVideo]:
     ]
 
 
+# Where run_server leaves create_app's arguments for uvicorn's worker processes, which build
+# the app from an import string (app_from_environment) and not from an object.
+APP_ENVIRONMENT = "RELATED_VIDEOS_SERVE"
+
+
 def run_server(config: Config) -> None:
-    """Serve the data set's feature repo with uvicorn on serving.host:serving.port."""
+    """Serve the data set's feature repo with uvicorn on serving.host:serving.port, in
+    serving.workers processes."""
     import uvicorn
 
     from pipelines.features import feature_repo_dir
 
     repo = feature_repo_dir(config)
     settings = config.serving
-    app = create_app(repo, max_n=settings.max_n, default_n=min(config.merge.top_n, settings.max_n))
+    if settings.workers < 1:
+        raise ValueError(f"serving.workers is {settings.workers}: at least 1 is needed")
+    arguments = {
+        "repo": str(repo),
+        "max_n": settings.max_n,
+        "default_n": min(config.merge.top_n, settings.max_n),
+    }
+    app = create_app(Path(arguments["repo"]), arguments["max_n"], arguments["default_n"])
     if online.read_live(repo) is None:
         log.warning("%s: nothing is published yet; /related answers 503 until it is", repo)
     log.info(
-        "related videos of %s on http://%s:%d/related/{video_id} (health: /health)",
-        repo,
-        settings.host,
-        settings.port,
+        "related videos of %s on http://%s:%d/related/{video_id} (health: /health), %d worker(s)",
+        *(repo, settings.host, settings.port, settings.workers),
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    where = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    if settings.workers == 1:
+        uvicorn.run(app, **where)
+        return
+    os.environ[APP_ENVIRONMENT] = json.dumps(arguments)
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=settings.workers, **where)
+
+
+def app_from_environment() -> FastAPI:
+    """create_app with the arguments run_server left in the environment (a uvicorn worker)."""
+    arguments = json.loads(os.environ[APP_ENVIRONMENT])
+    return create_app(Path(arguments["repo"]), arguments["max_n"], arguments["default_n"])
 
 
 def related_lines(config: Config, video_id: str, n: int | None = None) -> str:

@@ -325,8 +325,8 @@ def _train_two_tower(
             items.attrs["attribute_of_column"],
             items.attrs["n_columns"],
             params,
+            progress=lambda epoch, logs: _epoch_done(name, epoch, logs),
         )
-        _log_curve(model.history)
         auc = _holdout_auc(lambda: model.auc(held, items, np.random.default_rng(config.seed)))
         mlflow.log_metrics(
             {"auc_holdout": auc, "epochs_run": model.epochs_run, "positives": len(train)}
@@ -385,6 +385,14 @@ def _catalog(matrix, video_ids: np.ndarray, vocabulary) -> pd.DataFrame:
     items.attrs["attribute_of_column"] = vocabulary.attribute_of_column
     items.attrs["n_columns"] = vocabulary.n_columns
     return items
+
+
+def _epoch_done(name: str, epoch: int, logs: dict) -> None:
+    """A two-tower epoch's figures: logged as it ends, and into the run's curve (live in the UI)."""
+    figures = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
+    mlflow.log_metrics({f"curve_{k}": v for k, v in figures.items()}, step=epoch)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if k.endswith("loss"))
+    log.info("%s: epoch %d: %s", name, epoch + 1, shown)
 
 
 def _log_curve(history) -> None:

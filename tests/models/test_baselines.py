@@ -137,3 +137,11 @@ def test_ungated_pairs_are_the_union_of_each_models_neighbours():
     assert found == {("a", "b"), ("b", "a"), ("c", "d"), ("d", "b"), ("a", "c"), ("c", "a")}
     assert len(pairs) == len(found)
     assert ungated_pairs([], 3).empty
+
+
+def test_ungated_pairs_of_some_sources_are_those_sources_rows_of_all():
+    other = ItemVectors.from_raw(np.array(["a", "c"]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    everything = ungated_pairs([vectors(), other], 2)
+    some = ungated_pairs([vectors(), other], 2, sources=np.array(["c", "d", "zz"]))
+    expected = everything[everything["source_video_id"].isin(["c", "d"])]
+    pd.testing.assert_frame_equal(some, expected.reset_index(drop=True))

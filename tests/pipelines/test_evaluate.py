@@ -13,8 +13,11 @@ import pytest
 from pipelines import evaluate as evaluate_step
 from pipelines import feature_store
 from pipelines import train as train_step
+from pipelines.candidates import profiles_from_store
 from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import run_evaluate, split_time
+from pipelines.features import feature_repo_dir
+from pipelines.merge import merge_objectives, model_vectors
 from pipelines.workspace import read_evaluation
 from tests.conftest import SMALL_MODELS
 
@@ -70,17 +73,22 @@ class Watch:
         return watched
 
 
-@pytest.fixture(scope="module")
-def evaluated(toy_pipeline):
-    config = load_config(
+def toy_config(workspace, *extra: str):
+    return load_config(
         overrides=[
-            f"paths.workspace={toy_pipeline.config.paths.workspace}",
+            f"paths.workspace={workspace}",
             "synthetic.size=toy",
             "coordinating.threshold=0.3",
             "training.min_positives=3",
             *SMALL_MODELS,
+            *extra,
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def evaluated(toy_pipeline):
+    config = toy_config(toy_pipeline.config.paths.workspace)
     client = mlflow.MlflowClient()
     registered_before = len(client.search_model_versions())
     watch = Watch()
@@ -171,3 +179,21 @@ def test_lists_summary_and_report_are_written_and_logged(evaluated):
     assert len(children) == 1
     assert before == after, "the evaluation registered a model"
     json.loads((evaluation.folder / "evaluation.json").read_text())
+
+
+def test_no_gate_lists_built_in_blocks_are_the_lists_built_at_once(evaluated):
+    """The no-gate ablation is built a block of sources at a time (memory); any block size
+    gives the same lists as one block of every source."""
+    evaluation, _, config, *_ = evaluated
+    root = config.paths.workspace
+    multi = model_vectors(config, evaluation.folder / "models-multi-task")
+    weights = merge_objectives(config, {name: 1.0 for name in config.objective_names()})
+    profiles = profiles_from_store(feature_repo_dir(config))
+    at_once = evaluate_step._no_gate_lists(
+        toy_config(root, "evaluation.ungated_block_size=1000000"), multi, weights, profiles
+    )
+    in_blocks = evaluate_step._no_gate_lists(
+        toy_config(root, "evaluation.ungated_block_size=7"), multi, weights, profiles
+    )
+    assert at_once["video_id"].nunique() > 7  # more than one block
+    pd.testing.assert_frame_equal(in_blocks, at_once)

@@ -4,6 +4,7 @@ repo, asked through a socket; the CLI's text; and Feast's own `feast serve` on t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -249,22 +250,19 @@ def test_related_lines_before_any_publish(tmp_path):
         related_lines(empty, "v000000", None)
 
 
-def test_feast_serve_answers_the_live_copy(published):
-    """Feast's own feature server on the same repo returns the live copy's lists."""
-    repo = published["repo"]
-    live = online.read_live(repo)
-    port = free_port()
-    feast = Path(sys.executable).with_name("feast")
+@contextmanager
+def server_process(command: list[str], cwd: Path, port: int) -> Iterator[httpx.Client]:
+    """A server started as its own process group, polled on /health until it answers; stopped
+    (with its workers) on exit. Yields a client on it; `.process` holds the Popen."""
     process = subprocess.Popen(
-        [str(feast), "serve", "--host", "127.0.0.1", "-p", str(port), "--no-access-log"],
-        cwd=repo,
+        command,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its workers stop with it
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             deadline = time.monotonic() + START_TIMEOUT_S
             while True:
                 assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -273,30 +271,10 @@ def test_feast_serve_answers_the_live_copy(published):
                         break
                 except httpx.TransportError:
                     pass
-                assert time.monotonic() < deadline, "feast serve did not start"
+                assert time.monotonic() < deadline, f"{command[0]} did not start"
                 time.sleep(0.2)
-            video_ids = list(online.read_related(repo, served_videos(published["table"])))
-            fields = ("related_video_ids", "scores", "reasons", "table_version")
-            response = client.post(
-                "/get-online-features",
-                json={
-                    "features": [f"related_videos_{live.color}:{field}" for field in fields],
-                    "entities": {"video_id": video_ids},
-                },
-            )
-        assert response.status_code == 200, response.text
-        body = response.json()
-        names = body["metadata"]["feature_names"]
-        values = {
-            name: result["values"] for name, result in zip(names, body["results"], strict=True)
-        }
-        assert values["video_id"] == video_ids
-        assert values["table_version"] == [live.version] * len(video_ids)
-        expected = online.read_related(repo, video_ids)
-        assert values["related_video_ids"] == [expected[v].related_video_ids for v in video_ids]
-        assert values["reasons"] == [expected[v].reasons for v in video_ids]
-        for scores, video_id in zip(values["scores"], video_ids, strict=True):
-            assert scores == pytest.approx(expected[video_id].scores)
+            client.process = process
+            yield client
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -304,3 +282,56 @@ def test_feast_serve_answers_the_live_copy(published):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_serve_command_with_two_workers(published):
+    """`related-videos serve` with serving.workers=2: two uvicorn worker processes, each
+    answering the live lists."""
+    workspace_root = published["config"].paths.workspace
+    port = free_port()
+    cli = Path(sys.executable).with_name("related-videos")
+    command = [
+        str(cli), "--workspace", str(workspace_root), "--size", "toy",
+        "--set", f"serving.port={port}", "--set", "serving.workers=2", "serve",
+    ]  # fmt: skip
+    table = published["table"]
+    with server_process(command, Path.cwd(), port) as client:
+        for video_id in served_videos(table):
+            response = client.get(f"/related/{video_id}", params={"n": TOP_N})
+            assert response.status_code == 200, response.text
+            got = [entry["video_id"] for entry in response.json()["related"]]
+            assert got == [entry["video_id"] for entry in expected_list(table, video_id)]
+        assert client.get("/related/not-a-video").status_code == 404
+        process = client.process
+    log = process.stderr.read().decode()
+    assert len(set(re.findall(r"Started server process \[(\d+)\]", log))) == 2, log[-2000:]
+
+
+def test_feast_serve_answers_the_live_copy(published):
+    """Feast's own feature server on the same repo returns the live copy's lists."""
+    repo = published["repo"]
+    live = online.read_live(repo)
+    port = free_port()
+    feast = Path(sys.executable).with_name("feast")
+    command = [str(feast), "serve", "--host", "127.0.0.1", "-p", str(port), "--no-access-log"]
+    with server_process(command, repo, port) as client:
+        video_ids = list(online.read_related(repo, served_videos(published["table"])))
+        fields = ("related_video_ids", "scores", "reasons", "table_version")
+        response = client.post(
+            "/get-online-features",
+            json={
+                "features": [f"related_videos_{live.color}:{field}" for field in fields],
+                "entities": {"video_id": video_ids},
+            },
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    names = body["metadata"]["feature_names"]
+    values = {name: result["values"] for name, result in zip(names, body["results"], strict=True)}
+    assert values["video_id"] == video_ids
+    assert values["table_version"] == [live.version] * len(video_ids)
+    expected = online.read_related(repo, video_ids)
+    assert values["related_video_ids"] == [expected[v].related_video_ids for v in video_ids]
+    assert values["reasons"] == [expected[v].reasons for v in video_ids]
+    for scores, video_id in zip(values["scores"], video_ids, strict=True):
+        assert scores == pytest.approx(expected[video_id].scores)

@@ -1,4 +1,4 @@
-"""Tests of pipelines/truth_checks.py: the series-neighbour check on vectors whose answer is known."""
+"""Tests of pipelines/truth_checks.py: the series-neighbour check on vectors with a known answer."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_random_vectors_score_near_chance():
 
 def test_sampled_queries_estimate_the_share_and_every_silent_video_is_asked():
     vectors, truth = _world(n_series=60, size=8, standalone=50, noise=1.2)
-    silent = {v for v in vectors.video_ids[:: 7] if v.startswith("s")}
+    silent = {v for v in vectors.video_ids[::7] if v.startswith("s")}
     events = {v: (0 if v in silent else 3) for v in vectors.video_ids}
     full = series_neighbours(vectors, truth, events, queries=10_000)
     sampled = series_neighbours(vectors, truth, events, queries=200, seed=3)

@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="fits per method (3)")
     parser.add_argument("--spark-repeat", type=int, default=2, help="fits for Spark (2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over the methods, interleaved, each method in a fresh process per round: "
+        "a shared machine's drift hits every method alike (3; Spark runs in the first only)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -94,8 +101,9 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
         f"rank {objective.als.rank}, {objective.als.max_iter} iterations, "
         f"reg {objective.als.reg_param}, alpha {objective.als.alpha}; "
         f"data {time.perf_counter() - started:.1f} s\n"
-        f"one process per method, OPENBLAS_NUM_THREADS=1, implicit on all cores, Spark local[2]; "
-        f"best and median of the repeats\n",
+        f"one process per method and round, {args.rounds} rounds interleaved, "
+        f"OPENBLAS_NUM_THREADS=1, implicit on all cores, Spark local[2]; best and median of "
+        f"every fit\n",
         flush=True,
     )
     results = {}
@@ -105,8 +113,10 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
         np.save(folder / "holdout.npy", holdout)
         sp.save_npz(folder / "matrix.npz", matrix, compressed=False)
         environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        for method in methods:
-            print(f"running {method} ...", file=sys.stderr, flush=True)
+        for round_number, method in (
+            (r, m) for r in range(args.rounds) for m in methods if r == 0 or m != "spark"
+        ):
+            print(f"round {round_number + 1}: running {method} ...", file=sys.stderr, flush=True)
             completed = subprocess.run(
                 [sys.executable, "-m", "benchmarks.bench_als", "--worker", method,
                  "--folder", str(folder), "--size", args.size, "--objective", args.objective,
@@ -118,7 +128,14 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
             if completed.returncode or not report.exists():
                 results[method] = {"error": f"exit code {completed.returncode}"}
                 continue
-            results[method] = json.loads(report.read_text())
+            found = json.loads(report.read_text())
+            report.unlink()
+            earlier = results.get(method, {"seconds": [], "peak_mb": 0.0})
+            if "error" in earlier:
+                continue
+            found["seconds"] = earlier["seconds"] + found["seconds"]
+            found["peak_mb"] = max(earlier["peak_mb"], found["peak_mb"])
+            results[method] = found
             factors = folder / f"{method}.npy"
             if factors.exists():
                 results[method]["factors"] = np.load(factors)

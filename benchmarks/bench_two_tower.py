@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="default", help="synthetic preset (default)")
     parser.add_argument("--objective", default="click", help="objective name (click)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per method (3)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds over the methods, interleaved (2)"
+    )
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=V")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -97,8 +100,9 @@ def _compare(args: argparse.Namespace) -> None:
         f"{pairs:,} pairs an epoch (1 + {params.negatives_per_positive} negatives), batch "
         f"{params.batch_size}, towers {params.tower_units}, embedding {params.embedding_dim}; "
         f"data {time.perf_counter() - started:.1f} s\n"
-        f"one process per method, {args.epochs} epochs each; 'steady epoch' is the median of "
-        "epochs 2 on (the first also traces the graph)\n",
+        f"one process per method and round, {args.rounds} rounds interleaved, {args.epochs} epochs "
+        "each; 'steady epoch' is the median of epochs 2 on of every round (the first also traces "
+        "the graph)\n",
         flush=True,
     )
     results = {}
@@ -115,8 +119,8 @@ def _compare(args: argparse.Namespace) -> None:
                 out,
             )
         environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        for method in METHODS:
-            print(f"running {method} ...", file=sys.stderr, flush=True)
+        for round_number, method in ((r, m) for r in range(args.rounds) for m in METHODS):
+            print(f"round {round_number + 1}: running {method} ...", file=sys.stderr, flush=True)
             completed = subprocess.run(
                 [sys.executable, "-m", "benchmarks.bench_two_tower", "--worker", method,
                  "--folder", str(folder), "--size", args.size, "--objective", args.objective,
@@ -124,12 +128,26 @@ def _compare(args: argparse.Namespace) -> None:
                 check=False, env=environment,
             )  # fmt: skip
             report = folder / f"{method}.json"
-            results[method] = (
-                json.loads(report.read_text())
-                if completed.returncode == 0 and report.exists()
-                else {"error": f"exit code {completed.returncode}"}
-            )
+            if completed.returncode or not report.exists():
+                results[method] = {"error": f"exit code {completed.returncode}"}
+                continue
+            found = json.loads(report.read_text())
+            report.unlink()
+            if "error" in results.get(method, {}):
+                continue
+            results.setdefault(method, []).append(found)
+    results = {m: _pooled(r) if isinstance(r, list) else r for m, r in results.items()}
     _report(results)
+
+
+def _pooled(rounds: list[dict]) -> dict:
+    """One method's rounds as one result: the first epoch of the first round, the later epochs
+    of every round (steady), the least total and gather time."""
+    pooled = {**rounds[0], "steady": [e for r in rounds for e in r["epochs"][1:]]}
+    for key in ("total_seconds", "gather_seconds", "arrays_seconds"):
+        if key in rounds[0]:
+            pooled[key] = min(r[key] for r in rounds)
+    return pooled
 
 
 class EpochClock:
@@ -230,7 +248,7 @@ def _gather_seconds(two_tower, model, train, items, params) -> float:
 
 def _report(results: dict) -> None:
     bare = results.get("keras", {})
-    reference = statistics.median(bare["epochs"][1:] or bare["epochs"]) if "epochs" in bare else 0
+    reference = statistics.median(bare["steady"] or bare["epochs"]) if "epochs" in bare else 0
     print("| method | first epoch s | steady epoch s | x bare Keras (steady) | total s |")
     print("| --- | --- | --- | --- | --- |")
     for method in METHODS:
@@ -239,7 +257,7 @@ def _report(results: dict) -> None:
             print(f"| {LABELS[method]} | - | - | - | {result['error']} |")
             continue
         epochs = result["epochs"]
-        steady = statistics.median(epochs[1:] or epochs)
+        steady = statistics.median(result["steady"] or epochs)
         ratio = f"{steady / reference:.2f}" if reference else "-"
         print(
             f"| {LABELS[method]} | {epochs[0]:.1f} | {steady:.1f} | {ratio} | "

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +70,9 @@ class AlsModel:
     params: AlsParams
     training_loss: float | None = None  # implicit's final loss, when computed
     fit_seconds: float = 0.0
+    # The fit's users x videos input (rows in user_ids', columns in video_ids' order): the pairs
+    # auc_on_holdout must not draw as negatives, without looking the ids up again.
+    train_matrix: sp.csr_matrix | None = field(default=None, compare=False, repr=False)
 
     @property
     def video_ids(self) -> np.ndarray:
@@ -151,6 +154,7 @@ def fit_als(
         params=params,
         training_loss=loss,
         fit_seconds=seconds,
+        train_matrix=matrix,
     )
 
 
@@ -318,12 +322,18 @@ def auc_on_holdout(
         raise ValueError("auc_on_holdout: no held-out pair has a user and a video the model knows")
     users, videos = users[known], videos[known]
 
-    seen_frame = pd.concat([train[["user_id", "video_id"]], holdout[["user_id", "video_id"]]])
-    seen_users = user_index.get_indexer(seen_frame["user_id"])
-    seen_videos = video_index.get_indexer(seen_frame["video_id"].astype(str))
     n_videos = len(video_index)
+    if model.train_matrix is not None:  # the train pairs as codes, no id lookups
+        matrix = model.train_matrix
+        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+        seen_train = rows * n_videos + matrix.indices
+    else:
+        train_users = user_index.get_indexer(train["user_id"])
+        train_videos = video_index.get_indexer(train["video_id"].astype(str))
+        kept = (train_users >= 0) & (train_videos >= 0)
+        seen_train = train_users[kept].astype(np.int64) * n_videos + train_videos[kept]
     # Sorted, not unique: membership by binary search needs no dedup (np.unique: 8x the time).
-    seen = np.sort(seen_users.astype(np.int64) * n_videos + seen_videos)
+    seen = np.sort(np.concatenate([seen_train, users.astype(np.int64) * n_videos + videos]))
 
     negatives = rng.integers(0, n_videos, size=len(users))
     codes = users.astype(np.int64) * n_videos

@@ -108,6 +108,15 @@ class EngineChecks:
         auc = auc_on_holdout(model, planted["train"], planted["holdout"], np.random.default_rng(0))
         assert auc > 0.7  # measured: implicit 0.84, Spark 0.87 (600 held-out pairs)
 
+    def test_auc_reads_the_seen_pairs_from_the_fit_matrix_as_from_the_frame(self, model, planted):
+        # The fit's matrix holds the training pairs (every value > 0 here): the AUC drawn with
+        # the pairs taken from it equals the one drawn with the pairs looked up in the frame.
+        assert model.train_matrix is not None
+        args = (planted["train"], planted["holdout"])
+        from_matrix = auc_on_holdout(model, *args, np.random.default_rng(5))
+        without = dataclasses.replace(model, train_matrix=None)
+        assert from_matrix == auc_on_holdout(without, *args, np.random.default_rng(5))
+
 
 class TestImplicitEngine(ItemVectorContract, EngineChecks):
     @pytest.fixture

@@ -48,21 +48,24 @@ bench-install: install
 bench-candidates: bench-install
 	$(PY) -m benchmarks.bench_candidates
 
-# ALS: our step and fit_als against bare implicit and Spark MLlib (about 4 minutes).
+# ALS: our step and fit_als against bare implicit and Spark MLlib, 3 interleaved rounds of fresh
+# processes (about 8 minutes).
 bench-als: bench-install
 	$(PY) -m benchmarks.bench_als --size default
 	$(PY) -m benchmarks.bench_als --size large --spark-repeat 1
 
-# A two-tower epoch: fit_two_tower against a bare Keras fit of the same towers (about 3 minutes).
+# A two-tower epoch: fit_two_tower against a bare Keras fit of the same towers, at 200k and 1M
+# events (about 8 minutes).
 bench-two-tower: bench-install
 	$(PY) -m benchmarks.bench_two_tower --size default
+	$(PY) -m benchmarks.bench_two_tower --size large --epochs 2 --rounds 1
 
-# The whole chain at 40k and 200k events; at 1M events the chain up to train, with one epoch per
-# two-tower model (the full chain there takes over an hour on 2 cores; about 30 minutes in all).
+# The whole chain at 40k and 200k events, then at 1M events (about 50 minutes in all).
 bench-pipeline: bench-install
 	$(PY) -m benchmarks.bench_pipeline --sizes small,default
-	$(PY) -m benchmarks.bench_pipeline --sizes large --until train --set two_tower.max_epochs=1
+	$(PY) -m benchmarks.bench_pipeline --sizes large
 
-# Serving: the HTTP service under load against Feast in-process and raw SQLite (about 2 minutes).
+# Serving: the HTTP service (1 and 2 workers) under load against Feast in-process and raw SQLite
+# (about 4 minutes).
 bench-serving: bench-install
 	$(PY) -m benchmarks.bench_serving

@@ -141,13 +141,16 @@ def ungated_pairs(
     source video's k nearest neighbours by that model's cosine, as (source_video_id,
     candidate_video_id), distinct, sorted. Sources: every video of a model, or those of
     `sources` it has a vector for."""
+    wanted = None if sources is None else np.asarray(sources).astype(str)
     parts = []
     for vectors in models:
         if len(vectors) < 2:
             continue
-        query = vectors.video_ids
-        if sources is not None:
-            query = query[np.isin(query, np.asarray(sources).astype(str))]
+        query = (
+            vectors.video_ids
+            if wanted is None
+            else vectors.video_ids[np.isin(vectors.video_ids, wanted)]
+        )
         neighbours = top_k_neighbours(vectors, query, k)
         parts.append(
             pd.DataFrame(

@@ -269,7 +269,7 @@ def _vector_method(folder: Path, name: str, n: int, sign: int):
     return build
 
 
-def _no_gate_lists(config: Config, multi, weights, profiles: tuple) -> pd.DataFrame:
+def _no_gate_lists(config: Config, multi, weights, profiles: tuple) -> pd.DataFrame | None:
     """The "no relevance gate" lists: the full method ranking, instead of the candidates, every
     trained model's nearest neighbours of each source. Built a block of sources at a time: all
     sources at once held every pair with its reasons in memory (gigabytes at 20,000 videos)."""

@@ -292,7 +292,11 @@ def _train_als(
                 "positives": len(train),
                 "holdout_positives": len(held),
                 "videos_with_vector": len(model.item_vectors),
-                **({"training_loss": model.training_loss} if model.training_loss else {}),
+                **(
+                    {"training_loss": model.training_loss}
+                    if model.training_loss is not None
+                    else {}
+                ),
             }
         )
         mlflow.log_metrics(check(model.item_vectors))

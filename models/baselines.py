@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from models.cooccurrence import pair_jaccard
 from models.vectors import ItemVectors, top_k_neighbours
 
 LIST_COLUMNS = ["video_id", "rank", "related_video_id", "content_similarity", "score"]
@@ -164,3 +165,83 @@ def ungated_pairs(
         return pd.DataFrame(columns=["source_video_id", "candidate_video_id"])
     pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
     return pairs.sort_values(["source_video_id", "candidate_video_id"]).reset_index(drop=True)
+
+
+# Gated bars: the same candidate pairs as the method (stage 1), each ordered by one simple signal,
+# so that a gain of the method over them is a gain of stage 2 and 3, not of the relevance gate.
+
+GATED_PAIR_COLUMNS = ["source_video_id", "candidate_video_id", "content_similarity"]
+
+
+def _training_clicks(train_events: pd.DataFrame) -> pd.Series:
+    """Click events (clicked == 1) per video_id in training, as float."""
+    clicked = train_events.loc[train_events["clicked"] == 1, "video_id"]
+    return clicked.value_counts().astype(float)
+
+
+def _gated_pairs(candidate_pairs: pd.DataFrame, train_events: pd.DataFrame) -> pd.DataFrame:
+    """Candidate pairs as video_id, related_video_id, content_similarity (float64) and clicks,
+    the candidate's training clicks (0 where it has none)."""
+    pairs = candidate_pairs[GATED_PAIR_COLUMNS].rename(
+        columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
+    )
+    clicks = pairs["related_video_id"].map(_training_clicks(train_events)).fillna(0.0)
+    return pairs.assign(
+        content_similarity=pairs["content_similarity"].astype(np.float64),
+        clicks=clicks.to_numpy(dtype=np.float64),
+    )
+
+
+def _rank_by(pairs: pd.DataFrame, n: int, keys: list[str]) -> pd.DataFrame:
+    """Top n per video_id ordered by `keys`, each descending, then related_video_id ascending
+    (so that the id decides only when every key ties), with rank 1..n."""
+    ordered = pairs.sort_values(
+        ["video_id", *keys, "related_video_id"],
+        ascending=[True, *([False] * len(keys)), True],
+        kind="mergesort",
+    )
+    ordered = ordered.assign(rank=ordered.groupby("video_id", sort=False).cumcount() + 1)
+    return ordered[ordered["rank"] <= n][LIST_COLUMNS].reset_index(drop=True)
+
+
+def gated_popularity_lists(
+    candidate_pairs: pd.DataFrame, train_events: pd.DataFrame, n: int
+) -> pd.DataFrame:
+    """Each source's candidates by the candidate's training clicks (ties: content_similarity
+    desc, then id); score = clicks."""
+    pairs = _gated_pairs(candidate_pairs, train_events)
+    return _rank_by(pairs.assign(score=pairs["clicks"]), n, ["score", "content_similarity"])
+
+
+def content_popularity_lists(
+    candidate_pairs: pd.DataFrame, train_events: pd.DataFrame, n: int
+) -> pd.DataFrame:
+    """Each source's candidates by content_similarity, ties broken by the candidate's training
+    clicks, then id.
+
+    score = content_similarity + 1e-6 * clicks / (1 + max clicks), max over the candidates: the
+    popularity term is below 1e-6, so it only orders candidates whose similarities tie (closer
+    than 1e-6), and the ranking can be read from the score alone. The lists are ranked by that
+    score (then clicks and id, for ties the float cannot resolve)."""
+    pairs = _gated_pairs(candidate_pairs, train_events)
+    most = pairs["clicks"].max() if len(pairs) else 0.0
+    score = pairs["content_similarity"] + 1e-6 * pairs["clicks"] / (1.0 + most)
+    return _rank_by(pairs.assign(score=score), n, ["score", "clicks"])
+
+
+def gated_cooccurrence_lists(
+    candidate_pairs: pd.DataFrame,
+    train_events: pd.DataFrame,
+    n: int,
+    block_size: int = 2048,
+) -> pd.DataFrame:
+    """Each source's candidates by SAR-style Jaccard co-occurrence with the source in training.
+
+    c(i, j) = distinct users who clicked both; score = c / (users(i) + users(j) - c), 0 where no
+    user clicked both (models.cooccurrence.pair_jaccard). Ties (and so every candidate with
+    score 0) go by training clicks, then content_similarity, then id."""
+    pairs = _gated_pairs(candidate_pairs, train_events)
+    jaccard = pair_jaccard(
+        pairs["video_id"].to_numpy(), pairs["related_video_id"].to_numpy(), train_events, block_size
+    )
+    return _rank_by(pairs.assign(score=jaccard), n, ["score", "clicks", "content_similarity"])

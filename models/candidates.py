@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -58,22 +59,60 @@ def candidate_arrays(
     max_per_source: int,
     block_size: int,
     progress: Callable[[int], None] | None = None,
+    tie_break: np.ndarray | None = None,
+    cut: CutStats | None = None,
 ) -> Pairs:
     """(source_rows, candidate_rows, similarity): every pair of distinct rows with cosine >=
-    `threshold`, at most `max_per_source` per source (highest first, ties: candidate row ascending),
-    sorted by source row, similarity descending, candidate row. Rows without an active column get
-    no candidates. `progress(rows)` is called after each block with the number of source rows it
-    covered (tqdm's `update`)."""
+    `threshold`, at most `max_per_source` per source (highest first), sorted by source row,
+    similarity descending, then candidate. Ties of similarity go to the candidate with the higher
+    `tie_break` (one value per row, e.g. its training popularity), then the lower row; without
+    it, to the lower row. Rows without an active column get no candidates. `progress(rows)` is
+    called after each block with the number of source rows it covered (tqdm's `update`); `cut`
+    counts the sources whose cap fell inside a tie of similarity."""
     _check_arguments(threshold, max_per_source, block_size)
     index = _PrefixIndex(binary_rows(profiles), threshold)
+    order = _tie_order(tie_break, index.n_rows)
     output = _Output()
     n = index.n_rows
     for start in range(0, n, block_size):
         rows = np.arange(start, min(start + block_size, n), dtype=np.int64)
-        output.append(_top(*index.pairs_of(rows), max_per_source))
+        output.append(_top(*index.pairs_of(rows), max_per_source, order, cut))
         if progress is not None:
             progress(len(rows))
     return output.arrays()
+
+
+@dataclass
+class CutStats:
+    """How the cap of M candidates per source fell: sources with more than M qualifying
+    candidates, and those of them whose M-th and (M+1)-th candidates tie on similarity (the cut
+    there was made by the tie-break, not by the content)."""
+
+    sources: int = 0
+    capped: int = 0
+    cut_in_tie: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "capped_sources": float(self.capped),
+            "capped_share": self.capped / self.sources if self.sources else 0.0,
+            "cut_in_tie_sources": float(self.cut_in_tie),
+            "cut_in_tie_share": self.cut_in_tie / self.sources if self.sources else 0.0,
+        }
+
+
+def _tie_order(tie_break: np.ndarray | None, n_rows: int) -> np.ndarray | None:
+    """Per row, its place when rows are ordered by tie_break descending, then row ascending."""
+    if tie_break is None:
+        return None
+    values = np.asarray(tie_break, dtype=np.float64)
+    if values.shape != (n_rows,):
+        raise ValueError(f"tie_break: {values.shape} values for {n_rows} profile rows")
+    if not np.isfinite(values).all():
+        raise ValueError("tie_break: values must be finite")
+    order = np.empty(n_rows, dtype=np.int64)
+    order[np.lexsort((np.arange(n_rows), -values))] = np.arange(n_rows)
+    return order
 
 
 def candidate_pairs(
@@ -83,6 +122,7 @@ def candidate_pairs(
     max_per_source: int,
     block_size: int,
     progress: Callable[[int], None] | None = None,
+    tie_break: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """`candidate_arrays` as a table of video ids: source_video_id, candidate_video_id,
     content_similarity (float64), in the same order. `video_ids[i]` is the video of row i."""
@@ -90,7 +130,7 @@ def candidate_pairs(
     if len(ids) != profiles.shape[0]:
         raise ValueError(f"{len(ids)} video ids for {profiles.shape[0]} profile rows")
     sources, candidates, similarity = candidate_arrays(
-        profiles, threshold, max_per_source, block_size, progress
+        profiles, threshold, max_per_source, block_size, progress, tie_break
     )
     return pd.DataFrame(
         dict(zip(PAIR_COLUMNS, (ids[sources], ids[candidates], similarity), strict=True))
@@ -381,14 +421,23 @@ def _dense_block(
     return _top(source[kept], candidate[kept], similarity[kept], max_per_source)
 
 
-def _top(source: np.ndarray, candidate: np.ndarray, similarity: np.ndarray, limit: int) -> Pairs:
-    """Sort by source, similarity descending, candidate; keep the first `limit` per source.
+def _top(
+    source: np.ndarray,
+    candidate: np.ndarray,
+    similarity: np.ndarray,
+    limit: int,
+    order: np.ndarray | None = None,
+    cut: CutStats | None = None,
+) -> Pairs:
+    """Sort by source, similarity descending, candidate (by its place in `order` when given);
+    keep the first `limit` per source, counting in `cut` the sources cut inside a tie.
 
     One integer key sorts twice as fast as a three-key lexsort: the similarity enters it by its
     rank among the few distinct values (hashed: np.unique would sort every pair once more). Before
     sorting, a count per (source, similarity) drops the pairs with `limit` better ones ahead."""
     if len(source) == 0:
         return source, candidate, similarity
+    tie_key = candidate if order is None else order[candidate]
     codes, values = pd.factorize(similarity)
     rank = np.empty(len(values), dtype=np.int64)  # 0 for the highest similarity
     rank[np.argsort(-values, kind="stable")] = np.arange(len(values))
@@ -398,22 +447,30 @@ def _top(source: np.ndarray, candidate: np.ndarray, similarity: np.ndarray, limi
     if cells <= 4 * len(source):
         counts = np.bincount(cell, minlength=cells)
         before = np.cumsum(counts) - counts
-        near = before[cell] - before[local * len(values)] < limit
-        source, candidate, similarity, cell = (
+        # One spare beyond the cap: it tells whether the cut fell inside a tie.
+        near = before[cell] - before[local * len(values)] < limit + 1
+        source, candidate, similarity, cell, tie_key = (
             source[near],
             candidate[near],
             similarity[near],
             cell[near],
+            tie_key[near],
         )
-    width = int(candidate.max()) + 1
+    width = int(tie_key.max()) + 1
     if cells * width < 2**63:
-        order = np.argsort(cell * width + candidate)
+        sort = np.argsort(cell * width + tie_key)
     else:
-        order = np.lexsort((candidate, -similarity, source))
-    source, candidate, similarity = source[order], candidate[order], similarity[order]
+        sort = np.lexsort((tie_key, -similarity, source))
+    source, candidate, similarity = source[sort], candidate[sort], similarity[sort]
     first = np.r_[True, source[1:] != source[:-1]]
     starts = np.maximum.accumulate(np.where(first, np.arange(len(source)), 0))
-    kept = np.arange(len(source)) - starts < limit
+    place = np.arange(len(source)) - starts
+    if cut is not None:
+        spare = np.flatnonzero(place == limit)  # the first candidate beyond the cap
+        cut.sources += int(first.sum())
+        cut.capped += len(spare)
+        cut.cut_in_tie += int((similarity[spare] == similarity[spare - 1]).sum())
+    kept = place < limit
     return source[kept], candidate[kept], similarity[kept]
 
 

@@ -1,5 +1,5 @@
-"""Stage 3: per objective, max fusion of the ALS and two-tower cosines of each candidate pair;
-score = sum_k sign_k * a_k * w_k * s^k; the top N candidates per source, each with its reason.
+"""Stage 3: score = sum_k sign_k * a_k * w_k * s^k over each candidate pair, with s^k the
+calibrated per-objective similarity (models/fusion.py); the top N per source, each with its reason.
 
 Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed.
 """
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from models.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +34,6 @@ class MergeObjective:
 
 def contribution_column(name: str) -> str:
     return f"contribution_{name}"
-
-
-def objective_similarity(
-    pairs: pd.DataFrame, als: ItemVectors | None, two_tower: ItemVectors | None
-) -> np.ndarray:
-    """s^k per pair: the larger of the ALS and two-tower cosines; one side alone where the other
-    has no vector; 0 where neither has. Negative cosines are kept: they lower the score."""
-    _require(pairs, PAIR_COLUMNS, "pairs")
-    sources = pairs["source_video_id"].to_numpy().astype(str)
-    candidates = pairs["candidate_video_id"].to_numpy().astype(str)
-    sides = [
-        np.full(len(pairs), np.nan) if model is None else model.pair_cosine(sources, candidates)
-        for model in (als, two_tower)
-    ]
-    return np.nan_to_num(np.fmax(*sides), nan=0.0)
 
 
 def merge_scores(
@@ -118,22 +101,14 @@ def reasons(ranked: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
 
 def related_table(
     pairs: pd.DataFrame,
-    vectors: Mapping[str, tuple[ItemVectors | None, ItemVectors | None]],
+    similarities: Mapping[str, np.ndarray],
     objectives: Sequence[MergeObjective],
     top_n: int,
 ) -> pd.DataFrame:
     """The whole stage: from candidate pairs (source_video_id, candidate_video_id,
-    content_similarity, shared) and each objective's (ALS, two-tower) vectors to the related
-    table, sorted by video_id, rank."""
+    content_similarity, shared) and each objective's s^k per pair to the related table, sorted
+    by video_id, rank."""
     _require(pairs, [*PAIR_COLUMNS, "content_similarity", "shared"], "pairs")
-    similarities = {}
-    for objective in objectives:
-        if objective.name not in vectors:
-            raise ValueError(f"merge: no (als, two_tower) entry for objective {objective.name}")
-        als, two_tower = vectors[objective.name]
-        if als is None and two_tower is None:
-            log.warning("merge: %s has neither ALS nor two-tower vectors: adds 0", objective.name)
-        similarities[objective.name] = objective_similarity(pairs, als, two_tower)
     scored = merge_scores(pairs, similarities, objectives)
     names = [objective.name for objective in objectives]
     explained = reasons(rank_related(scored, top_n), names)

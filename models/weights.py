@@ -1,5 +1,7 @@
-"""Objective weights w_k of the merge: a logistic regression of each user's retention (any event
-within some days after a cut-off) on the user's mean coordinating-network outputs, normalized.
+"""Objective weights w_k of the merge. The paper's: a logistic regression of each user's retention
+(any event within some days after a cut-off) on the user's mean coordinating-network outputs,
+normalized. The list's own: a logistic regression of held-out next-video transitions on the
+pair's calibrated per-objective scores, with coefficients kept >= 0 on sign_k * s^k.
 
 A weight whose sign contradicts its objective's sign (more dislike predicting more retention) is
 clipped to 0 and reported; with nothing left to learn from, the weights fall back to equal.
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
 log = logging.getLogger(__name__)
@@ -71,8 +74,9 @@ class ObjectiveWeights:
     coefficients: dict[str, float]  # standardized logistic-regression coefficients c_k
     clipped: tuple[str, ...]  # objectives whose coefficient contradicted their sign
     intercept: float
-    n_users: int
-    retained_share: float
+    n_users: int  # retention: users; transitions: candidate pairs learnt from
+    retained_share: float  # retention: share retained; transitions: share of positive pairs
+    method: str = "retention"
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -135,6 +139,114 @@ def fit_objective_weights(
     )
 
 
+def fit_transition_weights(
+    scores: Mapping[str, np.ndarray],
+    label: np.ndarray,
+    signs: Mapping[str, int],
+    groups: np.ndarray | None = None,
+    l2: float = 1.0,
+) -> ObjectiveWeights:
+    """w_k from a logistic regression of `label` (the candidate pair was a held-out transition)
+    on x_k = sign_k * s^k, standardized, with every coefficient c_k >= 0 (the dislike side can
+    only subtract). With `groups` (the source of each pair) it is a conditional logit: a softmax
+    over each source's candidates, which learns how to order a list rather than how likely a
+    pair is overall. w_k = c_k / std_k, normalized: sum_k sign_k w_k s^k then orders pairs as
+    the regression's logit does. Equal weights when nothing can be learned."""
+    names = [str(name) for name in scores]
+    y = np.asarray(label).astype(np.float64)
+    x = np.column_stack(
+        [signs[name] * np.asarray(scores[name], dtype=np.float64) for name in names]
+    )
+    n, share = len(y), float(y.mean()) if len(y) else 0.0
+    zeros = np.zeros(len(names))
+    if n == 0 or y.min() == y.max():
+        return _equal(
+            names,
+            zeros,
+            (),
+            0.0,
+            n,
+            share,
+            "no transition or no negative to learn from",
+            "transitions",
+        )
+    std = x.std(axis=0)
+    varying = std > 0
+    if not varying.any():
+        return _equal(names, zeros, (), 0.0, n, share, "no objective's score varies", "transitions")
+    z = (x[:, varying] - x[:, varying].mean(axis=0)) / std[varying]
+
+    if groups is not None:
+        codes = pd.factorize(np.asarray(groups))[0]
+        positives = np.bincount(codes, y)
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            logit = z @ theta[1:]
+            top = np.full(codes.max() + 1, -np.inf)
+            np.maximum.at(top, codes, logit)
+            e = np.exp(logit - top[codes])
+            total = np.bincount(codes, e)
+            log_norm = np.log(total)[codes] + top[codes]
+            p = e / total[codes]
+            value = -(y * (logit - log_norm)).sum() / n + l2 * theta[1:] @ theta[1:] / (2 * n)
+            gradient = z.T @ (p * positives[codes] - y) + l2 * theta[1:]
+            return float(value), np.r_[0.0, gradient / n]
+
+    else:
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            logit = z @ theta[1:] + theta[0]
+            p = 1.0 / (1.0 + np.exp(-logit))
+            value = np.sum(np.logaddexp(0.0, logit) - y * logit) / n
+            value += l2 * theta[1:] @ theta[1:] / (2 * n)
+            gradient = np.r_[np.sum(p - y), z.T @ (p - y) + l2 * theta[1:]] / n
+            return float(value), gradient
+
+    bounds = [(None, None)] + [(0.0, None)] * int(varying.sum())
+    start = np.zeros(int(varying.sum()) + 1)
+    fitted = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+    coefficients = zeros.copy()
+    coefficients[varying] = fitted[1:]
+    clipped = tuple(
+        name for name, c, v in zip(names, coefficients, varying, strict=True) if v and c <= 0
+    )
+    raw = np.where(varying, coefficients / np.where(varying, std, 1.0), 0.0)
+    if raw.sum() <= 0:
+        return _equal(
+            names,
+            coefficients,
+            clipped,
+            float(fitted[0]),
+            n,
+            share,
+            "every transition coefficient is 0",
+            "transitions",
+        )
+    return ObjectiveWeights(
+        weights=_floats(names, raw / raw.sum()),
+        coefficients=_floats(names, coefficients),
+        clipped=clipped,
+        intercept=float(fitted[0]),
+        n_users=n,
+        retained_share=share,
+        method="transitions",
+    )
+
+
+def equal_weights(names: Sequence[str]) -> ObjectiveWeights:
+    """Every objective the same weight (the "no learned weights" ablation)."""
+    names = list(names)
+    return ObjectiveWeights(
+        _floats(names, np.full(len(names), 1.0 / len(names))),
+        _floats(names, np.zeros(len(names))),
+        (),
+        0.0,
+        0,
+        0.0,
+        method="equal",
+    )
+
+
 def _aligned(
     features: pd.DataFrame, retained: pd.Series, signs: Mapping[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +283,9 @@ def _equal(
     n_users: int,
     retained_share: float,
     reason: str,
+    method: str = "retention",
 ) -> ObjectiveWeights:
-    log.warning("objective weights: equal weights, as %s", reason)
+    log.warning("objective weights (%s): equal weights, as %s", method, reason)
     return ObjectiveWeights(
         weights=_floats(names, np.full(len(names), 1.0 / len(names))),
         coefficients=_floats(names, coefficients),
@@ -180,6 +293,7 @@ def _equal(
         intercept=intercept,
         n_users=n_users,
         retained_share=retained_share,
+        method=method,
     )
 
 

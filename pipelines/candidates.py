@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from models.candidates import candidate_arrays, candidate_summary, shared_values
+from models.candidates import CutStats, candidate_arrays, candidate_summary, shared_values
 from models.profile import ProfileVocabulary, matrix_from_indices
 from pipelines import feature_store, tracking, workspace
 from pipelines.config import Config
@@ -54,9 +54,24 @@ def profiles_from_store(repo: Path):
     return matrix, profiles["video_id"].to_numpy().astype(str), vocabulary
 
 
+def popularity(events: pd.DataFrame, video_ids: np.ndarray) -> np.ndarray:
+    """Each video's clicks in `events` (0 for a video without any), in `video_ids` order: what
+    breaks ties of content similarity at the cap of M candidates."""
+    clicks = events.loc[events["clicked"] == 1, "video_id"].astype(str).value_counts()
+    return pd.Series(video_ids).map(clicks).fillna(0).to_numpy(dtype=np.float64)
+
+
 def find_candidates(
-    matrix, video_ids: np.ndarray, vocabulary: ProfileVocabulary, config: Config, progress=True
+    matrix,
+    video_ids: np.ndarray,
+    vocabulary: ProfileVocabulary,
+    config: Config,
+    progress=True,
+    tie_break: np.ndarray | None = None,
+    cut: CutStats | None = None,
 ) -> pd.DataFrame:
+    """Stage 1 over the profiles; ties at the cap go to the candidate with the higher
+    `tie_break` (its training popularity), never to the id alone."""
     settings = config.candidates
     with tqdm(
         total=matrix.shape[0], desc="candidates", unit="video", disable=not progress, leave=False
@@ -67,6 +82,8 @@ def find_candidates(
             settings.max_per_source,
             settings.block_size,
             progress=bar.update,
+            tie_break=tie_break,
+            cut=cut,
         )
     return pd.DataFrame(
         {
@@ -91,9 +108,22 @@ def run_candidates(config: Config, progress: bool = True) -> Candidates:
     with tracking.step_run("candidates", params):
         started = time.perf_counter()
         matrix, video_ids, vocabulary = profiles_from_store(repo)
-        pairs = find_candidates(matrix, video_ids, vocabulary, config, progress)
+        events = read_table(workspace.validated_manifest(config).parent / "events.parquet")
+        cut = CutStats()
+        pairs = find_candidates(
+            matrix, video_ids, vocabulary, config, progress, popularity(events, video_ids), cut
+        )
         seconds = time.perf_counter() - started
-        summary = candidate_summary(pairs, len(video_ids), config.merge.top_n)
+        summary = {**candidate_summary(pairs, len(video_ids), config.merge.top_n), **cut.to_dict()}
+        if cut.cut_in_tie:
+            log.info(
+                "candidates: the cap of %d fell inside a tie of similarity for %s of %s sources "
+                "(%.1f%%); those ties went to the more clicked candidates",
+                settings.max_per_source,
+                f"{cut.cut_in_tie:,}",
+                f"{cut.sources:,}",
+                100 * cut.to_dict()["cut_in_tie_share"],
+            )
         target = candidates_dir(config)
         with publish_folder(target) as scratch:
             pairs.to_parquet(scratch / PAIRS_FILE, index=False)

@@ -226,17 +226,26 @@ class TrainingConfig:
     holdout_share: float
     min_positives: int
     spark_master: str
+    two_tower_skip: list[str]
 
 
 @dataclass(frozen=True)
 class MergeConfig:
     top_n: int
     manual_weights: dict[str, float]
+    weights: str
+    max_tied_list_share: float
 
 
 @dataclass(frozen=True)
 class WeightsConfig:
     retention_days: int
+    learn_from: list[str]
+    select_on: list[str]
+    validation_share: float
+    min_positive_pairs: int
+    prior_strength: float
+    two_tower_min_gain: float
 
 
 @dataclass(frozen=True)
@@ -344,6 +353,21 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     unknown = set(config.merge.manual_weights) - set(names)
     if unknown:
         raise ConfigError(f"merge.manual_weights: {sorted(unknown)} are not objectives {names}")
+    for key, listed in (
+        ("training.two_tower_skip", config.training.two_tower_skip),
+        ("weights.select_on", config.weights.select_on),
+        ("weights.learn_from", config.weights.learn_from),
+    ):
+        unknown = set(listed) - set(names)
+        if unknown:
+            raise ConfigError(f"{key}: {sorted(unknown)} are not objectives {names}")
+    weightings = ("auto", "transitions", "equal", "retention")
+    if config.merge.weights not in weightings:
+        raise ConfigError(f"merge.weights: {config.merge.weights!r} is not one of {weightings}")
+    if not 0 < config.weights.validation_share < 1:
+        raise ConfigError(
+            f"weights.validation_share: {config.weights.validation_share} must lie in (0, 1)"
+        )
     if config.training.als_engine not in ("implicit", "spark"):
         raise ConfigError(
             f"training.als_engine: {config.training.als_engine!r} is not implicit or spark"

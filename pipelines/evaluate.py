@@ -20,20 +20,24 @@ import pandas as pd
 
 from models.baselines import (
     content_lists,
+    content_popularity_lists,
+    gated_cooccurrence_lists,
+    gated_popularity_lists,
     item_cf_lists,
     popularity_lists,
     ungated_pairs,
     vector_lists,
 )
 from models.candidates import pair_similarity, shared_values
-from models.merge import related_table
+from models.diagnostics import score_diagnostics
+from models.fusion import Fusion
 from models.metrics import OBJECTIVE_LABELS, change_vs_baseline, evaluate_lists, test_pairs
-from pipelines import evaluation_report, registry, tracking, workspace
-from pipelines.candidates import profiles_from_store, read_candidate_pairs
+from pipelines import evaluation_report, registry, stage3, tracking, workspace
+from pipelines.candidates import find_candidates, popularity, profiles_from_store
 from pipelines.config import Config, ConfigError
 from pipelines.data.io import DataFileError, publish_folder, read_table
 from pipelines.features import feature_repo_dir
-from pipelines.merge import learn_weights, load_vectors, merge_objectives, model_vectors
+from pipelines.stage3 import load_vectors
 from pipelines.train import fit_stage2, read_events
 
 log = logging.getLogger(__name__)
@@ -108,7 +112,9 @@ def run_evaluate(
     ):
         started = time.perf_counter()
         profiles = profiles_from_store(feature_repo_dir(config))
-        lists = method_lists(config, train, folder, profiles, methods)
+        diagnostics: dict[str, dict[str, float]] = {}
+        fusions: dict[str, Fusion] = {}
+        lists = method_lists(config, train, folder, profiles, methods, diagnostics, fusions)
         matrix, video_ids, _ = profiles
         counts = train["video_id"].value_counts()
         cold = {v for v in video_ids if counts.get(v, 0) <= config.evaluation.cold_max_events}
@@ -134,6 +140,12 @@ def run_evaluate(
                 for objective, label in OBJECTIVE_LABELS.items()
             },
             "run_id": run.info.run_id,
+            # How the merged methods' scores spread: tied lists, distinct scores, reasons.
+            "diagnostics": {
+                method: {k: _json_number(v) for k, v in figures.items()}
+                for method, figures in diagnostics.items()
+            },
+            "fusion": fusions[MULTI_TASK].to_dict() if MULTI_TASK in fusions else None,
             # What promotion compares: the full method's figures, for this configuration and data.
             "config_digest": registry.config_digest(config.raw),
             "data_digest": registry.file_digest(workspace.validated_manifest(config)),
@@ -146,7 +158,7 @@ def run_evaluate(
         report = evaluation_report.write_report(
             table, change, summary, config.candidates.threshold, report_folder
         )
-        _log_methods(table, change)
+        _log_methods(table, change, diagnostics)
         mlflow.log_metrics({"seconds": time.perf_counter() - started, "cold_videos": len(cold)})
         mlflow.log_artifacts(str(report_folder), artifact_path="report")
         mlflow.log_artifact(str(folder / "metrics.csv"))
@@ -162,6 +174,8 @@ def run_evaluate(
 
 
 MERGED = ("no-cn", "no-two-tower", "no-gate", "no-learned-weights")
+# What a gated method must beat: simple orders of the same candidates.
+GATED_BARS = ("gated-popularity", "content-popularity", "gated-cooccurrence")
 
 
 def all_methods(config: Config) -> list[str]:
@@ -170,6 +184,7 @@ def all_methods(config: Config) -> list[str]:
         "popularity",
         "content",
         "item-cf",
+        *GATED_BARS,
         *(f"als-{name}" for name in config.objective_names()),
         "two-tower-click",
         MULTI_TASK,
@@ -193,10 +208,15 @@ def method_lists(
     folder: Path,
     profiles: tuple,
     methods: Sequence[str] | None = None,
+    diagnostics: dict[str, dict[str, float]] | None = None,
+    fusions: dict[str, Fusion] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each chosen method's related lists (all when None), trained on `train` only, in the
     report's order. Only the models the chosen methods need are trained. `profiles`: the
-    (matrix, video ids, vocabulary) of `profiles_from_store`."""
+    (matrix, video ids, vocabulary) of `profiles_from_store`. The merged methods' score
+    diagnostics and the full method's fusion are put into `diagnostics` and `fusions`."""
+    diagnostics = {} if diagnostics is None else diagnostics
+    fusions = {} if fusions is None else fusions
     chosen = chosen_methods(config, methods)
     n = config.merge.top_n
     multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
@@ -207,46 +227,64 @@ def method_lists(
     needs_single = "no-cn" in chosen or any(
         m.startswith("als-") or m == "two-tower-click" for m in chosen
     )
-    learned = equal = multi = None
+    matrix, video_ids, vocabulary = profiles
+    # Stage 1 again, its ties at the cap broken by the training days' popularity only.
+    pairs = find_candidates(
+        matrix, video_ids, vocabulary, config, False, popularity(train, video_ids)
+    )
+    multi = None
     if needs_multi:
         multi_dir.mkdir()
         log.info("evaluation: training the multi-task method (coordinating network and routing)")
         fit_stage2(config, train, multi_dir)
-        weights, _ = learn_weights(
-            config, train, pd.read_parquet(multi_dir / "coordinating_outputs.parquet")
-        )
-        learned = merge_objectives(config, weights.weights)
-        equal = merge_objectives(config, {name: 1.0 for name in config.objective_names()})
-        multi = model_vectors(config, multi_dir)
+        multi = stage3.model_vectors(config, multi_dir)
+        fusions[MULTI_TASK], _ = stage3.fit(config, multi_dir, pairs, train)
     if needs_single:
         single_dir.mkdir()
         log.info("evaluation: training the single-objective models (every positive, no routing)")
         fit_stage2(config, train, single_dir, use_routing=False, two_tower_for=single_towers)
-    pairs = read_candidate_pairs(config)
-    matrix, video_ids, vocabulary = profiles
+
+    def merged(name: str) -> pd.DataFrame:
+        if name == "no-cn":
+            vectors = stage3.model_vectors(config, single_dir)
+            fusion, _ = stage3.fit(config, single_dir, pairs, train)
+            priors = stage3.read_priors(single_dir)
+            return stage3.table(config, pairs, vectors, priors, fusion, train)
+        priors = stage3.read_priors(multi_dir)
+        if name == "no-two-tower":
+            vectors = stage3.model_vectors(config, multi_dir, two_tower=False)
+            fusion, _ = stage3.fit(config, multi_dir, pairs, train, vectors=vectors)
+            return stage3.table(config, pairs, vectors, priors, fusion, train)
+        fusion = fusions[MULTI_TASK]
+        if name == "no-learned-weights":
+            equal = {objective: 1.0 for objective in config.objective_names()}
+            return stage3.table(config, pairs, multi, priors, fusion, train, weights=equal)
+        if name == "no-gate":
+            return _no_gate_lists(config, multi, priors, fusion, train, profiles)
+        return stage3.table(config, pairs, multi, priors, fusion, train)
 
     builders: dict[str, Callable[[], pd.DataFrame | None]] = {
         "popularity": lambda: popularity_lists(train, video_ids, n),
         "content": lambda: content_lists(pairs, n),
         "item-cf": lambda: item_cf_lists(train, n, config.evaluation.item_cf_min_cooccurrence),
+        "gated-popularity": lambda: gated_popularity_lists(pairs, train, n),
+        "content-popularity": lambda: content_popularity_lists(pairs, train, n),
+        "gated-cooccurrence": lambda: gated_cooccurrence_lists(pairs, train, n),
     }
     for objective in config.objectives:
         name = f"als-{objective.name}"
         builders[name] = _vector_method(single_dir, name, n, objective.sign)
     builders["two-tower-click"] = _vector_method(single_dir, "two-tower-click", n, 1)
-    builders[MULTI_TASK] = lambda: related_table(pairs, multi, learned, n)
-    builders["no-cn"] = lambda: related_table(pairs, model_vectors(config, single_dir), learned, n)
-    builders["no-two-tower"] = lambda: related_table(
-        pairs, model_vectors(config, multi_dir, two_tower=False), learned, n
-    )
-    builders["no-gate"] = lambda: _no_gate_lists(config, multi, learned, profiles)
-    builders["no-learned-weights"] = lambda: related_table(pairs, multi, equal, n)
+    for name in (MULTI_TASK, *MERGED):
+        builders[name] = lambda name=name: merged(name)
 
     lists = {}
     for name in chosen:
         frame = builders[name]()
         if frame is None:
             continue
+        if name in (MULTI_TASK, *MERGED):
+            diagnostics[name] = score_diagnostics(frame, config.objective_names())
         lists[name] = frame[["video_id", "rank", "related_video_id", "score"]]
         log.info("evaluation: %-20s %s lists", name, f"{frame['video_id'].nunique():,}")
     baseline = config.evaluation.baseline
@@ -269,7 +307,14 @@ def _vector_method(folder: Path, name: str, n: int, sign: int):
     return build
 
 
-def _no_gate_lists(config: Config, multi, weights, profiles: tuple) -> pd.DataFrame | None:
+def _no_gate_lists(
+    config: Config,
+    multi,
+    priors: pd.DataFrame,
+    fusion: Fusion,
+    train: pd.DataFrame,
+    profiles: tuple,
+) -> pd.DataFrame | None:
     """The "no relevance gate" lists: the full method ranking, instead of the candidates, every
     trained model's nearest neighbours of each source. Built a block of sources at a time: all
     sources at once held every pair with its reasons in memory (gigabytes at 20,000 videos)."""
@@ -280,7 +325,7 @@ def _no_gate_lists(config: Config, multi, weights, profiles: tuple) -> pd.DataFr
     for start in range(0, len(sources), size):
         pairs = _ungated(config, models, profiles, sources[start : start + size])
         if len(pairs):
-            tables.append(related_table(pairs, multi, weights, config.merge.top_n))
+            tables.append(stage3.table(config, pairs, multi, priors, fusion, train))
     return pd.concat(tables, ignore_index=True) if tables else None
 
 
@@ -336,7 +381,9 @@ def _with_duration(config: Config, events: pd.DataFrame) -> pd.DataFrame:
     return events.merge(videos, on="video_id", how="left")
 
 
-def _log_methods(table: pd.DataFrame, change: pd.DataFrame) -> None:
+def _log_methods(
+    table: pd.DataFrame, change: pd.DataFrame, diagnostics: dict[str, dict[str, float]]
+) -> None:
     """One nested run per method (compare them side by side in the MLflow UI)."""
     for name in table.index:
         with tracking.step_run(f"method: {name}", tags={"method": name}):
@@ -344,7 +391,12 @@ def _log_methods(table: pd.DataFrame, change: pd.DataFrame) -> None:
             changes = {
                 f"change_pct_{k}": float(v) for k, v in change.loc[name].items() if np.isfinite(v)
             }
-            mlflow.log_metrics({**values, **changes})
+            scores = {
+                f"diagnostic_{k}": float(v)
+                for k, v in diagnostics.get(name, {}).items()
+                if np.isfinite(v)
+            }
+            mlflow.log_metrics({**values, **changes, **scores})
 
 
 def _json_number(value: float) -> float | None:

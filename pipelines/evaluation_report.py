@@ -46,12 +46,22 @@ DESCRIPTIONS = {
     "als-share": "ALS on every share, no gate",
     "als-dislike": "ALS on every dislike, least similar first (the paper's rule), no gate",
     "two-tower-click": "two-tower on every click, nearest neighbours, no gate",
-    "multi-task": "the full method: gate, coordinating network, ALS + two-tower, learned weights",
+    "gated-popularity": "the candidates ordered by their training clicks (a bar for gated methods)",
+    "content-popularity": "the candidates by content cosine, ties by training clicks (a bar)",
+    "gated-cooccurrence": "the candidates by co-click Jaccard with the source (SAR; a bar)",
+    "multi-task": "the full method: gate, coordinating network, ALS + two-tower calibrated, "
+    "weights chosen on held-out training days",
     "no-cn": "full method without the coordinating network (every positive trains)",
     "no-two-tower": "full method with ALS only",
     "no-gate": "full method ranking every model's neighbours instead of the candidates",
     "no-learned-weights": "full method with every objective weight 1",
 }
+# The score diagnostics of the merged methods, with their labels.
+DIAGNOSTICS = (
+    ("tied_list_share", "lists of one tied score"),
+    ("distinct_scores_per_list_mean", "distinct scores per list"),
+    ("rows_at_max_share", "rows at the maximum score"),
+)
 
 
 def write_report(
@@ -119,6 +129,8 @@ def _markdown(table, change, summary, headline, threshold) -> str:
     for method in table.index:
         cells = [_value(table.loc[method, key]) for key in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Score diagnostics (merged methods)", ""]
+    lines += _diagnostics_markdown(summary)
     lines += ["", "## Methods", ""]
     lines += [f"- **{m}**: {DESCRIPTIONS.get(m, '')}" for m in table.index]
     lines += [
@@ -129,6 +141,56 @@ def _markdown(table, change, summary, headline, threshold) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _diagnostics_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per merged method its tie figures, mean contribution and share of
+    reasons per objective."""
+    diagnostics = summary.get("diagnostics") or {}
+    if not diagnostics:
+        return [], []
+    names = sorted(
+        {
+            key.removeprefix("reason_share_")
+            for figures in diagnostics.values()
+            for key in figures
+            if key.startswith("reason_share_")
+        }
+    )
+    header = ["method", *(label for _, label in DIAGNOSTICS)]
+    header += [f"reasons: {name}" for name in names]
+    rows = []
+    for method, figures in diagnostics.items():
+        cells = [method]
+        for key, _ in DIAGNOSTICS:
+            value = figures.get(key)
+            cells.append("n/a" if value is None else f"{value:.3f}")
+        for name in names:
+            value = figures.get(f"reason_share_{name}")
+            cells.append("n/a" if value is None else f"{100 * value:.1f}%")
+        rows.append(cells)
+    return header, rows
+
+
+def _diagnostics_markdown(summary: Mapping) -> list[str]:
+    header, rows = _diagnostics_rows(summary)
+    if not header:
+        return ["(no merged method evaluated)"]
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    fusion = summary.get("fusion")
+    if fusion:
+        weights = ", ".join(f"{k} {v:.3f}" for k, v in fusion["weights"]["weights"].items())
+        lines += ["", f"Weighting of the full method: **{fusion['weighting']}** ({weights})."]
+        for option, figures in fusion.get("validation", {}).items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if v == v)
+            lines.append(f"- validation on held-out training days, {option}: {shown}")
+        for name, aucs in fusion.get("two_tower", {}).items():
+            lines.append(
+                f"- two-tower-{name}: validation AUC {aucs['with']:.4f} with it, "
+                f"{aucs['without']:.4f} without"
+            )
+    return lines
 
 
 def _html(table, change, summary, headline, lower, threshold) -> str:
@@ -163,8 +225,24 @@ td.up {{ background: #d8f0d8; }} td.down {{ background: #f6d6d6; }}
 <img src="change_by_objective.png" alt="change by objective" width="900">
 <img src="relevance_vs_engagement.png" alt="relevance against engagement" width="600">
 <h2>Every metric (values)</h2>{detail}
+<h2>Score diagnostics (merged methods)</h2>{_diagnostics_html(summary)}
 </body></html>
 """
+
+
+def _diagnostics_html(summary: Mapping) -> str:
+    header, rows = _diagnostics_rows(summary)
+    if not header:
+        return "<p>(no merged method evaluated)</p>"
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    fusion = summary.get("fusion")
+    note = (
+        f"<p>Weighting of the full method: {html.escape(fusion['weighting'])}</p>" if fusion else ""
+    )
+    return f"<table><tr>{head}</tr>{body}</table>{note}"
 
 
 def _plot_change(change: pd.DataFrame, baseline: str, lower: set, path: Path) -> None:

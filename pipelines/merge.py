@@ -1,5 +1,5 @@
-"""The merge step (stage 3): objective weights from 7-day retention, then per candidate pair the
-max of ALS and two-tower similarity per objective, weighted and summed, top N per video with
+"""The merge step (stage 3): per objective the calibrated max of ALS and two-tower similarity,
+weighted (the weighting chosen on held-out training events) and summed, top N per video with
 reasons; the output gate; the table written and registered as the MLflow model `related-videos`.
 
 A failed gate writes nothing and registers nothing; the previous table stays as it was.
@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 
-from models.merge import MergeObjective, related_table
-from models.vectors import ItemVectors
-from models.weights import (
-    fit_objective_weights,
-    retention_labels,
-    retention_window,
-    user_mean_outputs,
-)
-from pipelines import feature_store, registry, tracking, workspace
+from models.diagnostics import score_diagnostics
+from pipelines import feature_store, registry, stage3, tracking, workspace
 from pipelines.candidates import read_candidate_pairs
 from pipelines.config import Config
 from pipelines.data.io import DataFileError, publish_folder
@@ -59,62 +51,16 @@ def read_related_table(config: Config) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def load_vectors(folder: Path, name: str) -> ItemVectors | None:
-    path = folder / f"{name}.item_vectors.parquet"
-    return ItemVectors.from_frame(pd.read_parquet(path)) if path.exists() else None
-
-
-def learn_weights(config: Config, events: pd.DataFrame, outputs: pd.DataFrame):
-    names = config.objective_names()
-    days = config.weights.retention_days
-    cutoff, window = retention_window(events, days)
-    retained = retention_labels(events, cutoff, window)
-    features = user_mean_outputs(outputs, names, cutoff)
-    users = retained.index.intersection(features.index)
-    signs = {objective.name: objective.sign for objective in config.objectives}
-    return fit_objective_weights(
-        features.loc[users], retained.loc[users], signs, config.seed
-    ), cutoff
-
-
-def merge_objectives(config: Config, learned: Mapping[str, float]) -> list[MergeObjective]:
-    """Each configured objective with its sign, manual weight a_k and learned weight w_k."""
-    return [
-        MergeObjective(
-            objective.name,
-            objective.sign,
-            config.merge.manual_weights.get(objective.name, 1.0),
-            learned[objective.name],
-        )
-        for objective in config.objectives
-    ]
-
-
-def model_vectors(
-    config: Config, folder: Path, two_tower: bool = True
-) -> dict[str, tuple[ItemVectors | None, ItemVectors | None]]:
-    """Per objective, the (ALS, two-tower) item vectors in `folder`; None where not trained."""
-    return {
-        objective.name: (
-            load_vectors(folder, f"als-{objective.name}"),
-            load_vectors(folder, f"two-tower-{objective.name}") if two_tower else None,
-        )
-        for objective in config.objectives
-    }
-
-
 def build_related(config: Config, until: pd.Timestamp | None = None):
-    """The related table and the learned weights, from the candidates and the trained models."""
+    """The related table and its fusion (calibrations, weights), from the candidates and the
+    trained models."""
     folder = models_dir(config)
-    outputs_path = folder / "coordinating_outputs.parquet"
-    if not outputs_path.exists():
-        raise DataFileError(f"{outputs_path}: no trained models; run the train step first")
     pairs = read_candidate_pairs(config)
     events = read_events(config, until)
-    weights, cutoff = learn_weights(config, events, pd.read_parquet(outputs_path))
-    objectives = merge_objectives(config, weights.weights)
-    table = related_table(pairs, model_vectors(config, folder), objectives, config.merge.top_n)
-    return table, pairs, weights, cutoff
+    fusion, cutoff = stage3.fit(config, folder, pairs, events)
+    vectors = stage3.model_vectors(config, folder)
+    table = stage3.table(config, pairs, vectors, stage3.read_priors(folder), fusion, events)
+    return table, pairs, fusion, cutoff
 
 
 def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
@@ -122,28 +68,41 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
         "top_n": config.merge.top_n,
         **{f"manual_weight_{k}": v for k, v in config.merge.manual_weights.items()},
         "retention_days": config.weights.retention_days,
+        "weights": config.merge.weights,
+        "max_tied_list_share": config.merge.max_tied_list_share,
     }
     with tracking.step_run("merge", params):
         started = time.perf_counter()
-        table, pairs, weights, cutoff = build_related(config, until)
-        mlflow.log_params({"retention_cutoff": cutoff})
+        table, pairs, fusion, cutoff = build_related(config, until)
+        weights = fusion.weights
+        mlflow.log_params({"retention_cutoff": cutoff, "weighting": fusion.weighting})
         mlflow.log_metrics(
             {
                 **{f"weight_{k}": v for k, v in weights.weights.items()},
                 **{f"coefficient_{k}": v for k, v in weights.coefficients.items()},
-                "retention_users": weights.n_users,
-                "retained_share": weights.retained_share,
+                **_validation_metrics(fusion),
             }
         )
+        mlflow.log_dict(fusion.to_dict(), "fusion.json")
         mlflow.log_dict(weights.to_dict(), "objective_weights.json")
         if weights.clipped:
             mlflow.set_tag("clipped_weights", ",".join(weights.clipped))
+        dropped = [name for name, c in fusion.calibrations.items() if c and not c.use_two_tower]
+        mlflow.set_tag("two_tower_left_out", ",".join(dropped) or "none")
+        diagnostics = score_diagnostics(table, config.objective_names())
+        mlflow.log_metrics({f"diagnostic_{k}": v for k, v in diagnostics.items()})
         video_ids = feature_store.read_source(feature_repo_dir(config), "video_profile")[
             "video_id"
         ].unique()
         docs_dir = workspace.reports_dir(config) / "output_gate"
         report = run_related_gate(
-            table, pairs, video_ids, config.merge.top_n, docs_dir, config.gate.examples
+            table,
+            pairs,
+            video_ids,
+            config.merge.top_n,
+            docs_dir,
+            config.gate.examples,
+            max_tied_list_share=config.merge.max_tied_list_share,
         )
         mlflow.log_artifacts(str(docs_dir), artifact_path="output_gate")
         mlflow.log_metrics(
@@ -187,3 +146,15 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
             version.version,
         )
         return Merged(table, path, weights.weights, report, str(version.version))
+
+
+def _validation_metrics(fusion) -> dict[str, float]:
+    """The weighting options' validation figures and each two-tower side's AUC with and without."""
+    figures = {
+        f"validation_{option}_{name}": value
+        for option, values in fusion.validation.items()
+        for name, value in values.items()
+    }
+    for name, aucs in fusion.two_tower.items():
+        figures.update({f"two_tower_auc_{which}_{name}": v for which, v in aucs.items()})
+    return {k: float(v) for k, v in figures.items() if v == v}

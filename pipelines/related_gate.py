@@ -1,6 +1,6 @@
 """The output gate: a Great Expectations suite over the related-video table before it is written
 or registered: no self-pairs or repeated pairs, ranks 1..n, finite scores, only candidate pairs,
-known ids, at most N per video.
+known ids, at most N per video, and few lists that are one tied score (per list, below).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
+from models.diagnostics import tied_lists
 from pipelines.gate_report import GateReport
 from pipelines.gates import expectation, run_suites
 
@@ -23,6 +24,9 @@ RANK_GAP = "rank (not its position in the list)"
 NOT_FINITE = "score (not finite)"
 NOT_CANDIDATE = "related_video_id (pair not among the candidates)"
 UNKNOWN = "{} (ids not known)"
+# The tie rule is about lists, not rows: it runs on a frame of one row per list (see below).
+LISTS = "related_lists"
+TIED = "score (list is one tied score)"
 
 
 def related_check_frame(
@@ -46,6 +50,42 @@ def related_check_frame(
     for column in ("video_id", "related_video_id"):
         frame[UNKNOWN.format(column)] = frame[column].where(~frame[column].isin(catalog))
     return frame
+
+
+def related_lists_check_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per list: video_id, its number of rows, and TIED holding the video_id where the
+    list has >= 2 rows and all its scores are equal (null elsewhere), for the data docs."""
+    tied = tied_lists(table)
+    sizes = table.groupby("video_id", sort=True).size()
+    ids = tied.index.to_numpy()
+    return pd.DataFrame(
+        {
+            "video_id": ids,
+            "rows": sizes.reindex(tied.index).to_numpy(),
+            TIED: np.where(tied.to_numpy(), ids.astype(object), None),
+        }
+    )
+
+
+def related_lists_suite(max_tied_list_share: float) -> list:
+    """The per-list rules. The expectation runs over the per-list frame, so `mostly` counts
+    lists: it fails exactly when tied lists / lists > max_tied_list_share. (On the row frame the
+    share would be diluted by the rows of long lists, and a row_condition would tie us to GX's
+    changing condition syntax.) The 1e-12 keeps a share exactly at the maximum from failing on
+    float rounding of 1 - share; a real excess is at least 1 / lists, far larger."""
+    if not 0 <= max_tied_list_share <= 1:
+        raise ValueError(f"max_tied_list_share must be in [0, 1], not {max_tied_list_share}")
+    share = f"{max_tied_list_share * 100:g}%"
+    return [
+        expectation(
+            gxe.ExpectColumnValuesToBeNull,
+            TABLE,
+            "score",
+            f"at most {share} of lists are one tied score (counted over lists, one row each)",
+            column=TIED,
+            mostly=max(0.0, 1.0 - max_tied_list_share - 1e-12),
+        )
+    ]
 
 
 def related_suite(top_n: int) -> list:
@@ -112,10 +152,22 @@ def run_related_gate(
     top_n: int,
     docs_dir: Path | None,
     examples: int = 5,
+    max_tied_list_share: float = 0.05,
 ) -> GateReport:
-    frame = related_check_frame(table, candidate_pairs, video_ids)
-    suite = related_suite(top_n)
-    log.info("output gate: checking %s rows against %d expectations", f"{len(frame):,}", len(suite))
-    report = run_suites("output", {TABLE: frame}, {TABLE: suite}, docs_dir, examples)
+    """Check the related table (rows) and its lists (one row per list: the tie rule, at most
+    `max_tied_list_share` of lists may be one tied score); findings of both name table
+    `related`."""
+    frames = {
+        TABLE: related_check_frame(table, candidate_pairs, video_ids),
+        LISTS: related_lists_check_frame(table),
+    }
+    suites = {TABLE: related_suite(top_n), LISTS: related_lists_suite(max_tied_list_share)}
+    log.info(
+        "output gate: checking %s rows in %s lists against %d expectations",
+        f"{len(frames[TABLE]):,}",
+        f"{len(frames[LISTS]):,}",
+        sum(len(suite) for suite in suites.values()),
+    )
+    report = run_suites("output", frames, suites, docs_dir, examples)
     log.info("output gate %s", "passed" if report.success else "FAILED")
     return report

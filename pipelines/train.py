@@ -39,6 +39,7 @@ from pipelines.candidates import profiles_from_store
 from pipelines.config import Config, Objective
 from pipelines.data.io import publish_folder, read_table
 from pipelines.features import feature_repo_dir
+from pipelines.stage3 import ALL_PRIORS_FILE, HELDOUT_FILE, PRIORS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,16 @@ def fit_stage2(
     items = _catalog(matrix, video_ids, vocabulary)
     tower_rows = feature_store.historical_features(repo, events, "two_tower")
     rng = np.random.default_rng(config.seed)
+    # One draw per event, shared by every objective: a held-out event is seen by no model, so
+    # the merge can calibrate and weigh the objectives on it (write_heldout).
+    held_out = rng.random(len(frame)) < config.training.holdout_share
+    write_heldout(config, frame, held_out, folder)
     check = _truth_check(truth, frame, config.seed)
     for objective in config.objectives:
         begun = time.perf_counter()
         chosen = routed[f"routed_{objective.name}"].to_numpy()
         positives, towers = frame[chosen], tower_rows[chosen]
-        holdout = rng.random(len(positives)) < config.training.holdout_share
+        holdout = held_out[chosen]
         if (~holdout).sum() < config.training.min_positives:
             log.warning(
                 "%s: only %d routed positives (training.min_positives %d): no models; "
@@ -174,7 +179,10 @@ def fit_stage2(
                     config, objective, positives, holdout, folder, tags, spark, check
                 )
             }
-        if two_tower_for is None or objective.name in two_tower_for:
+        skipped = objective.name in config.training.two_tower_skip
+        if skipped:
+            log.info("%s: two-tower not trained (training.two_tower_skip)", objective.name)
+        if (two_tower_for is None or objective.name in two_tower_for) and not skipped:
             versions[f"two-tower-{objective.name}"] = _train_two_tower(
                 config, objective, towers, holdout, items, folder, tags, check
             )
@@ -188,6 +196,24 @@ def fit_stage2(
             trained.seconds[objective.name],
         )
     return trained
+
+
+def write_heldout(config: Config, frame: pd.DataFrame, held_out: np.ndarray, folder: Path) -> None:
+    """The held-out events with each objective's label (label_<name>), and per video its events
+    and positives of each objective (positives_<name>): among the events the models learn from
+    (what the merge calibrates with) and among all of them (what the published table uses)."""
+    pairs = [(objective.name, objective.label) for objective in config.objectives]
+    labels = objective_labels(frame, pairs)
+    keys = frame[["user_id", "video_id", "source_video_id", "ts"]]
+    heldout = pd.concat([keys, labels.add_prefix("label_")], axis=1)[held_out]
+    heldout.reset_index(drop=True).to_parquet(folder / HELDOUT_FILE, index=False)
+    counts = labels.add_prefix("positives_")
+    counts.insert(0, "events", 1)
+    videos = frame["video_id"].astype(str).to_numpy()
+    for rows, name in ((~held_out, PRIORS_FILE), (np.ones(len(frame), bool), ALL_PRIORS_FILE)):
+        priors = counts[rows].groupby(videos[rows]).sum()
+        priors.index.name = "video_id"
+        priors.reset_index().to_parquet(folder / name, index=False)
 
 
 def _train_coordinating(

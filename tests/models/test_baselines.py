@@ -12,6 +12,9 @@ from models.baselines import (
     LIST_COLUMNS,
     attach_content_similarity,
     content_lists,
+    content_popularity_lists,
+    gated_cooccurrence_lists,
+    gated_popularity_lists,
     item_cf_lists,
     popularity_lists,
     ungated_pairs,
@@ -145,3 +148,98 @@ def test_ungated_pairs_of_some_sources_are_those_sources_rows_of_all():
     some = ungated_pairs([vectors(), other], 2, sources=np.array(["c", "d", "zz"]))
     expected = everything[everything["source_video_id"].isin(["c", "d"])]
     pd.testing.assert_frame_equal(some, expected.reset_index(drop=True))
+
+
+def gated(source: str, similarities: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source_video_id": source,
+            "candidate_video_id": list(similarities),
+            "content_similarity": list(similarities.values()),
+        }
+    )
+
+
+def click_counts(counts: dict[str, int]) -> pd.DataFrame:
+    """Training events with counts[v] clicks on v by distinct users, and one non-click on each."""
+    rows = [(f"u{k}", video) for video, count in counts.items() for k in range(count)]
+    events = clicks(*rows)
+    for video in counts:
+        events.loc[len(events)] = ("u-skip", video, 0)
+    return events
+
+
+def test_gated_popularity_orders_candidates_by_clicks_ties_by_similarity_not_id():
+    candidates = pd.concat(
+        [gated("s", {"a": 0.5, "b": 0.9, "c": 0.1, "d": 0.95}), gated("t", {"a": 0.3})]
+    )
+    events = click_counts({"a": 2, "b": 2, "c": 3, "x": 9})  # d: no click; x: no candidate
+    lists = gated_popularity_lists(candidates, events, 3)
+    assert list(lists.columns) == LIST_COLUMNS
+    assert related(lists, "s") == ["c", "b", "a"]  # a and b tie at 2 clicks: b is more similar
+    assert lists.loc[lists["video_id"] == "s", "score"].tolist() == [3.0, 2.0, 2.0]
+    assert lists.loc[lists["video_id"] == "s", "content_similarity"].tolist() == [0.1, 0.9, 0.5]
+    assert related(lists, "t") == ["a"]
+    everything = gated_popularity_lists(candidates, events, 10)
+    assert related(everything, "s") == ["c", "b", "a", "d"]
+    assert everything.loc[everything["related_video_id"] == "d", "score"].item() == 0.0
+
+
+def test_content_popularity_orders_by_similarity_ties_by_clicks_not_id():
+    candidates = gated("s", {"a": 0.8, "b": 0.8, "c": 0.7, "d": 0.9})
+    events = click_counts({"a": 1, "b": 3, "c": 5})  # d: no click; max clicks 5
+    lists = content_popularity_lists(candidates, events, 4)
+    assert related(lists, "s") == ["d", "b", "a", "c"]  # a and b tie at 0.8: b has more clicks
+    expected = [0.9, 0.8 + 1e-6 * 3 / 6, 0.8 + 1e-6 * 1 / 6, 0.7 + 1e-6 * 5 / 6]
+    assert lists["score"].tolist() == pytest.approx(expected, abs=1e-15)
+    assert lists["score"].is_monotonic_decreasing and lists["score"].is_unique
+    assert lists["content_similarity"].tolist() == [0.9, 0.8, 0.8, 0.7]
+    # the popularity term never outweighs a similarity gap of 1e-6 or more
+    assert (lists["score"] - lists["content_similarity"]).between(0, 1e-6).all()
+
+
+def cooccurrence_events() -> pd.DataFrame:
+    # users of s: u1, u2, u3 (u1 twice: still one user, two clicks)
+    # a {u1, u4}: c = 1, jaccard 1 / (3 + 2 - 1) = 1/4, 2 clicks
+    # b {u2, u3, u5}: c = 2, jaccard 2 / (3 + 3 - 2) = 1/2
+    # c {u2, u6 twice}: c = 1, jaccard 1/4, 3 clicks
+    # d {u7}, f {u7, u8}, g {u9}: no user shared with s; e: never clicked
+    events = clicks(("u1", "s"), ("u1", "s"), ("u2", "s"), ("u3", "s"),
+                    ("u1", "a"), ("u4", "a"), ("u2", "b"), ("u3", "b"), ("u5", "b"),
+                    ("u2", "c"), ("u6", "c"), ("u6", "c"),
+                    ("u7", "d"), ("u7", "f"), ("u8", "f"), ("u9", "g"))  # fmt: skip
+    events.loc[len(events)] = ("u1", "d", 0)  # not a click: d still shares no user with s
+    return events
+
+
+def test_gated_cooccurrence_is_jaccard_ties_by_clicks_then_similarity_not_id():
+    candidates = pd.concat(
+        [
+            gated("s", {"a": 0.5, "b": 0.2, "c": 0.3, "d": 0.9, "e": 0.99, "f": 0.1, "g": 0.95}),
+            gated("t", {"a": 0.3, "s": 0.2}),  # t was never clicked: both score 0
+        ]
+    )
+    lists = gated_cooccurrence_lists(candidates, cooccurrence_events(), 10)
+    assert list(lists.columns) == LIST_COLUMNS
+    # b 1/2; c and a tie at 1/4: c has 3 clicks, a 2; then score 0: f (2 clicks), then g and d
+    # (1 click each) by similarity, g 0.95 before d 0.9; e last (no clicks) despite 0.99
+    assert related(lists, "s") == ["b", "c", "a", "f", "g", "d", "e"]
+    scores = lists[lists["video_id"] == "s"].set_index("related_video_id")["score"]
+    assert scores["b"] == pytest.approx(0.5)
+    assert scores["a"] == pytest.approx(0.25) and scores["c"] == pytest.approx(0.25)
+    assert (scores[["d", "e", "f", "g"]] == 0).all()
+    assert related(lists, "t") == ["s", "a"]  # s has 4 clicks, a 2
+    # blockwise gives the same lists, down to one source per block
+    for block_size in (1, 2):
+        pd.testing.assert_frame_equal(
+            gated_cooccurrence_lists(candidates, cooccurrence_events(), 10, block_size), lists
+        )
+    top = gated_cooccurrence_lists(candidates, cooccurrence_events(), 2)
+    assert related(top, "s") == ["b", "c"]
+
+
+def test_gated_bars_on_empty_candidates():
+    empty = pd.DataFrame(columns=["source_video_id", "candidate_video_id", "content_similarity"])
+    for bar in (gated_popularity_lists, content_popularity_lists, gated_cooccurrence_lists):
+        lists = bar(empty, cooccurrence_events(), 5)
+        assert list(lists.columns) == LIST_COLUMNS and lists.empty

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.candidates import (
+    CutStats,
     candidate_arrays,
     candidate_pairs,
     candidate_summary,
@@ -204,6 +205,43 @@ def test_max_per_source_keeps_the_best_and_breaks_ties_by_row():
     source, candidate, _ = candidate_arrays(matrix, 0.5, 3, 4)
     assert candidate[source == 0].tolist() == [6, 1, 2]
     assert candidate[source == 3].tolist() == [1, 2, 4]
+
+
+def test_ties_at_the_cap_go_to_the_more_popular_candidate_not_the_lower_id():
+    # Same catalog: rows 1..5 tie for source 0 behind row 6. The popular rows 5 and 4 must win
+    # the two places left, although an id order would pick rows 1 and 2.
+    matrix = binary([[0, 1]] + [[0, 1, 2]] * 5 + [[0, 1]], 3)
+    popularity = np.array([0, 1, 0, 0, 7, 9, 0], dtype=float)
+    cut = CutStats()
+    source, candidate, _ = candidate_arrays(matrix, 0.5, 3, 4, tie_break=popularity, cut=cut)
+    assert candidate[source == 0].tolist() == [6, 5, 4]
+    # Source 3's candidates all tie (cosine 1 with rows 1..5): the popular ones first.
+    assert candidate[source == 3].tolist() == [5, 4, 1]
+    # Every source had more than 3 candidates; its cut fell inside a tie of similarity.
+    assert (cut.sources, cut.capped) == (7, 7)
+    assert cut.cut_in_tie == 7
+    assert cut.to_dict()["cut_in_tie_share"] == 1.0
+
+
+def test_a_cut_between_distinct_similarities_is_not_counted_as_a_tie():
+    # Source 0 = {0, 1}: row 1 identical (cosine 1), rows 2 and 3 at cosine 0.82 and 0.71.
+    matrix = binary([[0, 1], [0, 1], [0, 1, 2], [0, 1, 2, 3]], 4)
+    cut = CutStats()
+    candidate_arrays(matrix, 0.5, 2, 4, cut=cut)
+    source_zero_tie = cut.cut_in_tie
+    assert cut.capped >= 1
+    # source 0 keeps rows 1 and 2 and drops row 3 at a lower cosine: no tie for it.
+    source, candidate, _ = candidate_arrays(matrix, 0.5, 2, 4)
+    assert candidate[source == 0].tolist() == [1, 2]
+    assert source_zero_tie < cut.capped
+
+
+def test_tie_break_values_are_checked():
+    matrix = binary([[0, 1], [0, 1]], 2)
+    with pytest.raises(ValueError, match="tie_break"):
+        candidate_arrays(matrix, 0.5, 3, 4, tie_break=np.array([1.0]))
+    with pytest.raises(ValueError, match="finite"):
+        candidate_arrays(matrix, 0.5, 3, 4, tie_break=np.array([1.0, np.nan]))
 
 
 def test_a_frequent_value_alone_never_pairs():

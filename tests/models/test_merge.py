@@ -1,4 +1,4 @@
-"""Stage 3: max fusion, the signed weighted score, top N with its tie-breaks, and the reasons."""
+"""Stage 3: the signed weighted score, top N with its tie-breaks, and the reasons."""
 
 from __future__ import annotations
 
@@ -11,36 +11,15 @@ from models.merge import (
     NO_SIGNAL,
     MergeObjective,
     merge_scores,
-    objective_similarity,
     rank_related,
     reasons,
     related_table,
 )
-from models.vectors import ItemVectors
-
-
-def _at_cosines(cosines: dict[str, float]) -> ItemVectors:
-    """Source `s` at (1, 0) and each other video at the given cosine with it."""
-    ids = ["s", *cosines]
-    values = np.array([1.0, *cosines.values()])
-    return ItemVectors.from_raw(np.array(ids), np.c_[values, np.sqrt(1 - values**2)])
 
 
 def _pairs(candidates: list[str], source: str = "s", **columns) -> pd.DataFrame:
     frame = pd.DataFrame({"source_video_id": source, "candidate_video_id": candidates})
     return frame.assign(**columns)
-
-
-def test_max_fusion_with_missing_sides():
-    als = _at_cosines({"both": 0.3, "als_only": 0.5, "negative": -0.4})
-    two_tower = _at_cosines({"both": 0.7, "tower_only": 0.2, "negative": -0.6})
-    pairs = _pairs(["both", "als_only", "tower_only", "neither", "negative"])
-    fused = objective_similarity(pairs, als, two_tower)
-    np.testing.assert_allclose(fused, [0.7, 0.5, 0.2, 0.0, -0.4], atol=1e-6)
-    np.testing.assert_allclose(
-        objective_similarity(pairs, None, two_tower), [0.7, 0.0, 0.2, 0.0, -0.6], atol=1e-6
-    )
-    np.testing.assert_array_equal(objective_similarity(pairs, None, None), np.zeros(5))
 
 
 def test_dislike_subtracts():
@@ -55,16 +34,13 @@ def test_dislike_subtracts():
 
 def _two_candidates(like_manual: float) -> pd.DataFrame:
     """`liked` is the best candidate for like, `clicked` the best for click."""
-    vectors = {
-        "click": (_at_cosines({"liked": 0.1, "clicked": 0.9}), None),
-        "like": (None, _at_cosines({"liked": 0.6, "clicked": 0.2})),
-    }
+    similarities = {"click": np.array([0.1, 0.9]), "like": np.array([0.6, 0.2])}
     objectives = [
         MergeObjective("click", 1, 1.0, 0.5),
         MergeObjective("like", 1, like_manual, 0.5),
     ]
     pairs = _pairs(["liked", "clicked"], content_similarity=0.8, shared=[["tags=t1"], []])
-    return related_table(pairs, vectors, objectives, top_n=20)
+    return related_table(pairs, similarities, objectives, top_n=20)
 
 
 def test_raising_the_like_weight_raises_liked_targets():
@@ -133,16 +109,9 @@ def test_output_pairs_come_from_the_input_pairs():
         content_similarity=rng.uniform(0.65, 1.0, len(pairs)).round(2),
         shared=[["styles=drama"]] * len(pairs),
     )
-    half = ids[::2]
-    vectors = {
-        "click": (ItemVectors.from_raw(half, rng.normal(size=(30, 4))), None),
-        "dislike": (
-            ItemVectors.from_raw(ids, rng.normal(size=(60, 4))),
-            ItemVectors.from_raw(ids[::3], rng.normal(size=(20, 4))),
-        ),
-    }
+    similarities = {"click": rng.uniform(size=len(pairs)), "dislike": rng.uniform(size=len(pairs))}
     objectives = [MergeObjective("click", 1, 1.0, 0.7), MergeObjective("dislike", -1, 1.0, 0.3)]
-    table = related_table(pairs, vectors, objectives, top_n=5)
+    table = related_table(pairs, similarities, objectives, top_n=5)
     given = set(zip(pairs["source_video_id"], pairs["candidate_video_id"], strict=True))
     out = set(zip(table["video_id"], table["related_video_id"], strict=True))
     assert out <= given

@@ -144,4 +144,5 @@ def test_objective_weights_to_dict_is_plain():
         "intercept": 0.1,
         "n_users": 3,
         "retained_share": 0.5,
+        "method": "retention",
     }

@@ -9,7 +9,7 @@ import pandas as pd
 
 from models.candidates import candidate_pairs
 from models.profile import encode_profiles, fit_vocabulary
-from pipelines.candidates import read_candidate_pairs
+from pipelines.candidates import popularity, read_candidate_pairs
 
 
 def test_the_written_pairs_are_stage_1_on_the_contract_videos(toy_pipeline):
@@ -18,12 +18,15 @@ def test_the_written_pairs_are_stage_1_on_the_contract_videos(toy_pipeline):
     written = read_candidate_pairs(config)
     vocabulary = fit_vocabulary(videos, config.dataset.video_attributes, settings.top_k_values)
     ordered = videos.sort_values("video_id").reset_index(drop=True)
+    ids = ordered["video_id"].to_numpy()
     expected = candidate_pairs(
-        ordered["video_id"].to_numpy(),
+        ids,
         encode_profiles(ordered, vocabulary),
         settings.threshold,
         settings.max_per_source,
         settings.block_size,
+        # Ties of similarity at the cap go to the more clicked candidates.
+        tie_break=popularity(toy_pipeline.world.events, ids.astype(str)),
     )
     pd.testing.assert_frame_equal(
         written[["source_video_id", "candidate_video_id", "content_similarity"]].reset_index(
@@ -94,6 +97,8 @@ def test_the_step_logs_counts_and_distribution(toy_pipeline):
     assert 0 < metrics["coverage"] <= 1
     assert 0 <= metrics["few_candidates_share"] <= 1  # sources with fewer than N candidates
     assert runs[0].data.params["few_candidates"] == str(toy_pipeline.config.merge.top_n)
+    # How often the cap of M fell inside a tie of similarity (broken by popularity, not the id).
+    assert 0 <= metrics["cut_in_tie_share"] <= metrics["capped_share"] <= 1
     artifacts = {
         a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "candidates")
     }

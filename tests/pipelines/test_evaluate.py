@@ -10,14 +10,14 @@ import mlflow
 import pandas as pd
 import pytest
 
+from models.fusion import Fusion
 from pipelines import evaluate as evaluate_step
-from pipelines import feature_store
+from pipelines import feature_store, stage3
 from pipelines import train as train_step
 from pipelines.candidates import profiles_from_store
 from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import run_evaluate, split_time
 from pipelines.features import feature_repo_dir
-from pipelines.merge import merge_objectives, model_vectors
 from pipelines.workspace import read_evaluation
 from tests.conftest import SMALL_MODELS
 
@@ -27,6 +27,9 @@ METHODS = [
     "popularity",
     "content",
     "item-cf",
+    "gated-popularity",
+    "content-popularity",
+    "gated-cooccurrence",
     "als-click",
     "als-play_time",
     "als-like",
@@ -101,7 +104,14 @@ def evaluated(toy_pipeline):
             (train_step, "fit_two_tower", lambda positives, *a, **k: positives),
             (evaluate_step, "popularity_lists", lambda events, *a, **k: events),
             (evaluate_step, "item_cf_lists", lambda events, *a, **k: events),
-            (evaluate_step, "learn_weights", lambda config, events, outputs: events),
+            (evaluate_step, "popularity", lambda events, *a, **k: events),
+            (evaluate_step, "gated_popularity_lists", lambda pairs, events, *a, **k: events),
+            (evaluate_step, "content_popularity_lists", lambda pairs, events, *a, **k: events),
+            (evaluate_step, "gated_cooccurrence_lists", lambda pairs, events, *a, **k: events),
+            (stage3, "retention_weights", lambda config, events, outputs: events),
+            # The weighting's choice and the calibrations read the held-out training events.
+            (stage3, "fit_fusion", lambda pairs, vectors, priors, heldout, *a, **k: heldout),
+            (stage3, "pair_cooccurrence", lambda sources, candidates, events, *a, **k: events),
         ):
             patch.setattr(module, name, watch.wrap(name, getattr(module, name), pick))
         evaluation = run_evaluate(config, progress=False)
@@ -119,7 +129,13 @@ def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
         "fit_two_tower",
         "popularity_lists",
         "item_cf_lists",
-        "learn_weights",
+        "popularity",
+        "gated_popularity_lists",
+        "content_popularity_lists",
+        "gated_cooccurrence_lists",
+        "retention_weights",
+        "fit_fusion",
+        "pair_cooccurrence",
     )
     for name in timed:
         assert watch.seen.get(name), f"{name} was never called"
@@ -169,6 +185,9 @@ def test_lists_summary_and_report_are_written_and_logged(evaluated):
         assert (folder / name).stat().st_size > 0
     markdown = (folder / "report.md").read_text()
     assert "| multi-task |" in markdown and "%" in markdown
+    assert "## Score diagnostics" in markdown and "Weighting of the full method" in markdown
+    assert set(summary["diagnostics"]) >= {"multi-task", "no-two-tower", "no-learned-weights"}
+    assert summary["fusion"]["weighting"] in ("transitions", "equal", "retention")
     run = mlflow.get_run(evaluation.run_id)
     assert run.data.params["baseline"] == BASELINE
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(evaluation.run_id, "report")}
@@ -186,14 +205,23 @@ def test_no_gate_lists_built_in_blocks_are_the_lists_built_at_once(evaluated):
     gives the same lists as one block of every source."""
     evaluation, _, config, *_ = evaluated
     root = config.paths.workspace
-    multi = model_vectors(config, evaluation.folder / "models-multi-task")
-    weights = merge_objectives(config, {name: 1.0 for name in config.objective_names()})
+    folder = evaluation.folder / "models-multi-task"
+    multi = stage3.model_vectors(config, folder)
+    priors = stage3.read_priors(folder)
+    fusion = Fusion.from_dict(read_evaluation(config)["fusion"])
     profiles = profiles_from_store(feature_repo_dir(config))
+    events = train_step.read_events(config)
+    train = events[events["ts"] < evaluation.split]
     at_once = evaluate_step._no_gate_lists(
-        toy_config(root, "evaluation.ungated_block_size=1000000"), multi, weights, profiles
+        toy_config(root, "evaluation.ungated_block_size=1000000"),
+        multi,
+        priors,
+        fusion,
+        train,
+        profiles,
     )
     in_blocks = evaluate_step._no_gate_lists(
-        toy_config(root, "evaluation.ungated_block_size=7"), multi, weights, profiles
+        toy_config(root, "evaluation.ungated_block_size=7"), multi, priors, fusion, train, profiles
     )
     assert at_once["video_id"].nunique() > 7  # more than one block
     pd.testing.assert_frame_equal(in_blocks, at_once)

@@ -37,6 +37,25 @@ def test_the_table_passes_the_gate_and_is_registered_with_tags(merged, toy_train
     assert abs(sum(merged.weights.values()) - 1) < 1e-9
 
 
+def test_the_merge_run_logs_its_fusion_and_score_diagnostics(merged, toy_trained):
+    run = mlflow.search_runs(
+        filter_string="tags.mlflow.runName = 'merge'", order_by=["start_time DESC"]
+    ).iloc[0]
+    metrics = {k.removeprefix("metrics."): v for k, v in run.items() if k.startswith("metrics.")}
+    assert run["params.weighting"] in ("transitions", "equal", "retention")
+    for name in ("tied_list_share", "distinct_scores_per_list_mean", "rows_at_max_share"):
+        assert f"diagnostic_{name}" in metrics
+    assert metrics["diagnostic_tied_list_share"] <= toy_trained.config.merge.max_tied_list_share
+    shares = {k: v for k, v in metrics.items() if k.startswith("diagnostic_reason_share_")}
+    assert sum(v > 0 for k, v in shares.items() if not k.endswith("_none")) >= 2, shares
+    assert any(k.startswith("validation_equal_recall_") for k in metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
+    assert "fusion.json" in artifacts
+    # The scores are calibrated sums of probabilities, not saturated cosines: few at the top.
+    table = merged.table
+    assert (table["score"] >= table["score"].max() - 1e-9).mean() < 0.05
+
+
 def test_a_fresh_process_loads_exactly_the_lists_of_the_table(merged, toy_trained):
     table = read_related_table(toy_trained.config)
     asked = list(table["video_id"].drop_duplicates()[:25]) + ["no-such-video"]
@@ -77,14 +96,14 @@ def test_no_two_unrelated_blockbusters_are_listed_together(merged, toy_trained):
 def test_a_failing_output_gate_names_the_rule_and_registers_nothing(
     merged, toy_trained, monkeypatch
 ):
-    real = merge_step.related_table
+    real = merge_step.stage3.table
 
     def with_a_self_pair(*args, **kwargs):
         table = real(*args, **kwargs)
         table.loc[0, "related_video_id"] = table.loc[0, "video_id"]
         return table
 
-    monkeypatch.setattr(merge_step, "related_table", with_a_self_pair)
+    monkeypatch.setattr(merge_step.stage3, "table", with_a_self_pair)
     client = mlflow.MlflowClient()
     before = {v.version for v in client.search_model_versions(f"name = '{MODEL_NAME}'")}
     published = read_related_table(toy_trained.config)

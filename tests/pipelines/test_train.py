@@ -82,6 +82,26 @@ def test_coordinating_outputs_are_kept_for_the_merge(toy_trained):
         assert outputs[f"p_{objective}"].between(0, 1).all()
 
 
+def test_held_out_events_are_kept_apart_for_the_merge(toy_trained):
+    """One draw per event held out of every model: the merge calibrates on those events alone,
+    with the videos' counts among the others (and among all, for the published table)."""
+    folder = toy_trained.trained.folder
+    heldout = pd.read_parquet(folder / "heldout_events.parquet")
+    fitted = pd.read_parquet(folder / "video_priors.parquet")
+    every = pd.read_parquet(folder / "video_priors_all.parquet")
+    events = pd.read_parquet(folder / "coordinating_outputs.parquet")
+    share = toy_trained.config.training.holdout_share
+    assert 0.5 * share < len(heldout) / len(events) < 1.5 * share
+    assert fitted["events"].sum() + len(heldout) == every["events"].sum() == len(events)
+    names = toy_trained.config.objective_names()
+    assert {f"label_{name}" for name in names} <= set(heldout.columns)
+    for name in names:
+        assert (
+            fitted[f"positives_{name}"].sum() + heldout[f"label_{name}"].sum()
+            == every[f"positives_{name}"].sum()
+        )
+
+
 def test_without_validated_tables_the_step_names_the_folder(tmp_path, mlflow_store):
     from pipelines.config import load_config
     from pipelines.data.io import DataFileError

@@ -1,0 +1,356 @@
+"""Stage 3's learned parts, fitted on held-out training events: per objective the calibration of
+each side's cosine, whether the two-tower side earns its place, and which objective weighting
+(retention, transitions, equal) orders the lists best on a later validation slice.
+
+The held-out events are training events no stage-2 model saw. Their earlier part fits the maps
+and the transition weights; their later part (never a test day) judges the choices; the maps and
+weights are then refit on all of them. Pure: arrays and DataFrames in, a `Fusion` out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.calibration import (
+    ObjectiveCalibration,
+    fit_objective,
+    objective_score,
+    pair_columns,
+    side_cosines,
+    validation_auc,
+)
+from models.metrics import ndcg_at_n, recall_at_n
+from models.vectors import ItemVectors
+from models.weights import ObjectiveWeights, equal_weights, fit_transition_weights
+
+log = logging.getLogger(__name__)
+
+Vectors = Mapping[str, tuple[ItemVectors | None, ItemVectors | None]]
+WEIGHTINGS = ("transitions", "equal", "retention")
+
+
+@dataclass(frozen=True)
+class FusionObjective:
+    name: str
+    sign: int
+    manual_weight: float
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    at: int  # recall@at and NDCG@at judge the weightings
+    select_on: tuple[str, ...]  # objectives whose recall and NDCG judge them
+    learn_from: tuple[str, ...]  # the objectives whose held-out transitions teach the weights
+    min_positives: int  # fewer positive pairs: no calibration for that objective
+    validation_share: float  # the later share of the held-out events that judges
+    prior_strength: float  # pseudo-events of the catalog's rate in a candidate's fallback rate
+    two_tower_min_gain: float  # validation AUC the two-tower side must add to stay in
+    listwise: bool = True  # transition weights by a softmax over each source's candidates
+
+
+@dataclass
+class Fusion:
+    calibrations: dict[str, ObjectiveCalibration | None]
+    weights: ObjectiveWeights  # the chosen weighting's
+    weighting: str
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)  # option -> metrics
+    two_tower: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> AUCs
+
+    def to_dict(self) -> dict:
+        return {
+            "weighting": self.weighting,
+            "weights": self.weights.to_dict(),
+            "calibrations": {
+                name: None if c is None else c.to_dict() for name, c in self.calibrations.items()
+            },
+            "validation": self.validation,
+            "two_tower": self.two_tower,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Fusion:
+        weights = dict(data["weights"])
+        weights["clipped"] = tuple(weights.get("clipped", ()))
+        return cls(
+            {
+                name: None if c is None else ObjectiveCalibration.from_dict(c)
+                for name, c in data["calibrations"].items()
+            },
+            ObjectiveWeights(**weights),
+            data["weighting"],
+            dict(data.get("validation", {})),
+            dict(data.get("two_tower", {})),
+        )
+
+
+def objective_scores(
+    pairs: pd.DataFrame,
+    vectors: Vectors,
+    priors: pd.DataFrame,
+    calibrations: Mapping[str, ObjectiveCalibration | None],
+    objectives: Sequence[FusionObjective],
+    prior_strength: float,
+    two_tower: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """s^k of every pair, per objective: calibrated where a calibration exists, else the
+    candidate's smoothed rate of k in training (an engagement prior, never a constant)."""
+    scores = {}
+    for objective in objectives:
+        calibration = calibrations.get(objective.name)
+        if calibration is None:
+            scores[objective.name] = fallback_rate(pairs, priors, objective.name, prior_strength)
+            continue
+        cosines = side_cosines(pairs, vectors.get(objective.name, (None, None)))
+        shared = pair_columns(pairs, priors, objective.name)
+        scores[objective.name] = objective_score(calibration, cosines, shared, two_tower)
+    return scores
+
+
+def fallback_rate(
+    pairs: pd.DataFrame, priors: pd.DataFrame, name: str, strength: float
+) -> np.ndarray:
+    """(positives of k + strength * catalog rate) / (events + strength) of each candidate."""
+    column = f"positives_{name}"
+    if priors.empty or column not in priors:
+        return np.zeros(len(pairs))
+    events = priors["events"].astype(float)
+    positives = priors[column].astype(float)
+    rate = float(positives.sum() / events.sum()) if events.sum() > 0 else 0.0
+    smoothed = (positives + strength * rate) / (events + strength)
+    candidates = pairs["candidate_video_id"].astype(str)
+    return candidates.map(smoothed).fillna(rate).to_numpy(dtype=np.float64)
+
+
+def weighted_score(
+    scores: Mapping[str, np.ndarray],
+    objectives: Sequence[FusionObjective],
+    weights: Mapping[str, float],
+) -> np.ndarray:
+    return np.sum(
+        [o.sign * o.manual_weight * weights[o.name] * scores[o.name] for o in objectives], axis=0
+    )
+
+
+def fit_fusion(
+    pairs: pd.DataFrame,
+    vectors: Vectors,
+    priors: pd.DataFrame,
+    heldout: pd.DataFrame,
+    objectives: Sequence[FusionObjective],
+    settings: FusionSettings,
+    retention: ObjectiveWeights | None,
+    weighting: str = "auto",
+) -> Fusion:
+    """Calibrations, the two-tower decision and the weighting, from the held-out events
+    (source_video_id, video_id, ts and label_<name> 0/1 per objective). `weighting`: "auto" (the
+    option with the best validation figures), or one of WEIGHTINGS."""
+    if weighting != "auto" and weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting {weighting!r}: expected auto or one of {WEIGHTINGS}")
+    heldout = heldout[heldout["source_video_id"].notna()]
+    names = [o.name for o in objectives]
+    if len(heldout):
+        cut = heldout["ts"].quantile(1.0 - settings.validation_share)
+        early, late = heldout[heldout["ts"] < cut], heldout[heldout["ts"] >= cut]
+    else:
+        early = late = heldout
+    calibrations = _calibrate(pairs, vectors, priors, early, objectives, settings)
+    two_tower = _two_tower_gain(pairs, vectors, priors, late, calibrations, objectives, settings)
+    for name, figures in two_tower.items():
+        keep = figures["gain"] >= settings.two_tower_min_gain
+        calibrations[name] = _with_two_tower(calibrations[name], keep)
+        if not keep:
+            log.warning(
+                "two-tower-%s adds nothing over ALS on validation (AUC %.4f with it, %.4f "
+                "without): left out of the fusion; `two_tower.skip` can stop training it",
+                name,
+                figures["with"],
+                figures["without"],
+            )
+    options = {
+        "transitions": _transition_weights(
+            pairs, vectors, priors, early, calibrations, objectives, settings
+        ),
+        "equal": equal_weights(names),
+        **({"retention": retention} if retention is not None else {}),
+    }
+    validation = {
+        option: _judge(pairs, vectors, priors, late, calibrations, objectives, w.weights, settings)
+        for option, w in options.items()
+    }
+    chosen = weighting if weighting != "auto" else _best(validation, options)
+    if chosen not in options:
+        raise ValueError(f"weighting {chosen!r}: no such weighting here (no retention weights)")
+    # Refit on every held-out event, keeping the decisions made on the later slice.
+    final = _calibrate(pairs, vectors, priors, heldout, objectives, settings)
+    for name, calibration in calibrations.items():
+        final[name] = _with_two_tower(
+            final.get(name), calibration.use_two_tower if calibration else True
+        )
+    weights = options[chosen]
+    if chosen == "transitions":
+        weights = _transition_weights(pairs, vectors, priors, heldout, final, objectives, settings)
+    return Fusion(final, weights, chosen, validation, two_tower)
+
+
+def _with_two_tower(
+    calibration: ObjectiveCalibration | None, keep: bool
+) -> ObjectiveCalibration | None:
+    if calibration is None:
+        return None
+    return ObjectiveCalibration(calibration.sides, calibration.prior, keep, calibration.auc)
+
+
+def _population(
+    pairs: pd.DataFrame, heldout: pd.DataFrame, name: str, shown: bool = False
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The candidate pairs of the sources with a held-out positive of `name` (with `shown`: the
+    candidate pairs held-out events showed), and per pair whether it was a positive."""
+    column = f"label_{name}"
+    if column not in heldout or heldout.empty:
+        return pairs.iloc[:0], np.zeros(0, dtype=bool)
+    keys = ["source_video_id", "video_id"]
+    positive = heldout.loc[heldout[column] == 1, keys].astype(str).drop_duplicates()
+    key = pd.MultiIndex.from_arrays(
+        [pairs["source_video_id"].astype(str), pairs["candidate_video_id"].astype(str)]
+    )
+    if shown:
+        chosen = key.isin(pd.MultiIndex.from_frame(heldout[keys].astype(str)))
+    else:
+        chosen = pairs["source_video_id"].astype(str).isin(positive["source_video_id"]).to_numpy()
+    label = key[chosen].isin(pd.MultiIndex.from_frame(positive))
+    return pairs[chosen].reset_index(drop=True), np.asarray(label)
+
+
+def _objective_population(pairs, heldout, objective: FusionObjective):
+    """A positive objective's s^k is the chance that a candidate becomes a transition of k; a
+    subtracting one's (dislike) the risk of k when the pair is shown, as the offline dislike
+    rate counts it: calibrated on the shown pairs."""
+    return _population(pairs, heldout, objective.name, shown=objective.sign < 0)
+
+
+def _calibrate(pairs, vectors, priors, heldout, objectives, settings):
+    calibrations: dict[str, ObjectiveCalibration | None] = {}
+    for objective in objectives:
+        chosen, label = _objective_population(pairs, heldout, objective)
+        cosines = side_cosines(chosen, vectors.get(objective.name, (None, None)))
+        shared = pair_columns(chosen, priors, objective.name)
+        calibrations[objective.name] = (
+            fit_objective(chosen, label, cosines, shared, settings.min_positives)
+            if len(chosen)
+            else None
+        )
+        if calibrations[objective.name] is None:
+            log.warning(
+                "calibration: %s has %d held-out positive pair(s) among the candidates (fewer "
+                "than %d): its score is the candidate's training rate",
+                objective.name,
+                int(label.sum()),
+                settings.min_positives,
+            )
+    return calibrations
+
+
+def _two_tower_gain(pairs, vectors, priors, heldout, calibrations, objectives, settings):
+    """Per objective with a calibrated two-tower side: validation AUC of s^k with and without it."""
+    figures = {}
+    for objective in objectives:
+        calibration = calibrations.get(objective.name)
+        if calibration is None or "two_tower" not in calibration.sides:
+            continue
+        chosen, label = _objective_population(pairs, heldout, objective)
+        if not len(chosen) or label.all() or not label.any():
+            continue
+        cosines = side_cosines(chosen, vectors.get(objective.name, (None, None)))
+        shared = pair_columns(chosen, priors, objective.name)
+        with_it = validation_auc(label, objective_score(calibration, cosines, shared, True))
+        without = validation_auc(label, objective_score(calibration, cosines, shared, False))
+        figures[objective.name] = {"with": with_it, "without": without, "gain": with_it - without}
+    return figures
+
+
+def _transition_weights(pairs, vectors, priors, heldout, calibrations, objectives, settings):
+    """The mean of the transition weights learnt on each objective of `settings.learn_from`
+    (each objective's own view of what predicts its transitions)."""
+    signs = {o.name: o.sign for o in objectives}
+    fitted = []
+    satisfied = _satisfied(heldout, objectives)
+    for name in settings.learn_from:
+        chosen, label = _population(pairs, satisfied, name)
+        scores = objective_scores(
+            chosen, vectors, priors, calibrations, objectives, settings.prior_strength
+        )
+        groups = chosen["source_video_id"].to_numpy() if settings.listwise else None
+        fitted.append(fit_transition_weights(scores, label, signs, groups))
+    if len(fitted) == 1:
+        return fitted[0]
+    names = [o.name for o in objectives]
+    mean = {k: float(np.mean([f.weights[k] for f in fitted])) for k in names}
+    return ObjectiveWeights(
+        weights=mean,
+        coefficients={k: float(np.mean([f.coefficients[k] for f in fitted])) for k in names},
+        clipped=tuple(k for k in names if all(k in f.clipped for f in fitted)),
+        intercept=float(np.mean([f.intercept for f in fitted])),
+        n_users=int(sum(f.n_users for f in fitted)),
+        retained_share=float(np.mean([f.retained_share for f in fitted])),
+        method="transitions",
+    )
+
+
+def _satisfied(heldout: pd.DataFrame, objectives: Sequence[FusionObjective]) -> pd.DataFrame:
+    """The held-out events with every positive label cleared where a subtracting objective
+    fired (a disliked click is no transition to learn from): what the weights learn from."""
+    negative = [f"label_{o.name}" for o in objectives if o.sign < 0]
+    negative = [column for column in negative if column in heldout]
+    if not negative:
+        return heldout
+    fired = heldout[negative].to_numpy().any(axis=1)
+    positive = [f"label_{o.name}" for o in objectives if o.sign > 0]
+    cleared = {c: heldout[c].where(~fired, 0) for c in positive if c in heldout}
+    return heldout.assign(**cleared)
+
+
+def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, settings):
+    """Recall@at and NDCG@at of the lists one weighting gives the validation sources."""
+    sources = heldout["source_video_id"].astype(str).unique()
+    chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
+    scores = objective_scores(
+        chosen, vectors, priors, calibrations, objectives, settings.prior_strength
+    )
+    lists = chosen.assign(score=weighted_score(scores, objectives, weights))
+    lists = lists.sort_values(
+        ["source_video_id", "score", "content_similarity", "candidate_video_id"],
+        ascending=[True, False, False, True],
+        kind="mergesort",
+    )
+    lists = lists.rename(
+        columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
+    )
+    lists["rank"] = lists.groupby("video_id", sort=False).cumcount() + 1
+    lists = lists[lists["rank"] <= settings.at]
+    figures = {}
+    for name in settings.select_on:
+        column = f"label_{name}"
+        if column not in heldout:
+            continue
+        positives = heldout.loc[heldout[column] == 1, ["source_video_id", "video_id"]]
+        positives = positives.astype(str).drop_duplicates()
+        figures[f"recall_{name}"] = recall_at_n(lists, positives, settings.at)
+        figures[f"ndcg_{name}"] = ndcg_at_n(lists, positives, settings.at)
+    return figures
+
+
+def _best(validation: Mapping[str, Mapping[str, float]], options: Mapping) -> str:
+    """The option with the highest mean validation figure (NaN counts as 0); ties: the order of
+    WEIGHTINGS."""
+
+    def mean(name: str) -> float:
+        values = [v for v in validation[name].values() if np.isfinite(v)]
+        return float(np.mean(values)) if values else 0.0
+
+    order = [name for name in WEIGHTINGS if name in options]
+    return max(order, key=lambda name: (mean(name), -order.index(name)))

@@ -1,0 +1,197 @@
+"""Stage 3 from a folder of trained stage-2 models, shared by the merge and evaluate steps: the
+fusion fitted on the folder's held-out events, and the related table it gives candidate pairs.
+
+No MLflow here: the steps log what `fit` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.calibration import COCLICKS, COOCCURRENCE
+from models.cooccurrence import pair_cooccurrence
+from models.fusion import (
+    Fusion,
+    FusionObjective,
+    FusionSettings,
+    fit_fusion,
+    objective_scores,
+)
+from models.merge import MergeObjective, related_table
+from models.vectors import ItemVectors
+from models.weights import (
+    ObjectiveWeights,
+    fit_objective_weights,
+    retention_labels,
+    retention_window,
+    user_mean_outputs,
+)
+from pipelines.config import Config
+from pipelines.data.io import DataFileError
+
+log = logging.getLogger(__name__)
+
+HELDOUT_FILE = "heldout_events.parquet"
+PRIORS_FILE = "video_priors.parquet"  # among the events the models learnt from
+ALL_PRIORS_FILE = "video_priors_all.parquet"  # among every training event
+OUTPUTS_FILE = "coordinating_outputs.parquet"
+
+Vectors = dict[str, tuple[ItemVectors | None, ItemVectors | None]]
+
+
+def load_vectors(folder: Path, name: str) -> ItemVectors | None:
+    path = folder / f"{name}.item_vectors.parquet"
+    return ItemVectors.from_frame(pd.read_parquet(path)) if path.exists() else None
+
+
+def model_vectors(config: Config, folder: Path, two_tower: bool = True) -> Vectors:
+    """Per objective, the (ALS, two-tower) item vectors in `folder`; None where not trained."""
+    return {
+        objective.name: (
+            load_vectors(folder, f"als-{objective.name}"),
+            load_vectors(folder, f"two-tower-{objective.name}") if two_tower else None,
+        )
+        for objective in config.objectives
+    }
+
+
+def read_priors(folder: Path, every_event: bool = True) -> pd.DataFrame:
+    """Per video (index), its training events and positives_<name> per objective: over every
+    training event (for the tables), or without the held-out ones (to fit the fusion)."""
+    path = folder / (ALL_PRIORS_FILE if every_event else PRIORS_FILE)
+    if not path.exists():
+        raise DataFileError(f"{path}: no video priors; run the train step again")
+    return pd.read_parquet(path).set_index("video_id")
+
+
+def retention_weights(
+    config: Config, events: pd.DataFrame, outputs: pd.DataFrame
+) -> tuple[ObjectiveWeights | None, pd.Timestamp | None]:
+    """The paper's weights: 7-day retention on the users' mean network outputs; None (warned)
+    when the log cannot give them (no user seen on both sides of the cut-off)."""
+    names = config.objective_names()
+    try:
+        cutoff, window = retention_window(events, config.weights.retention_days)
+        retained = retention_labels(events, cutoff, window)
+        features = user_mean_outputs(outputs, names, cutoff)
+        users = retained.index.intersection(features.index)
+        signs = {objective.name: objective.sign for objective in config.objectives}
+        weights = fit_objective_weights(
+            features.loc[users], retained.loc[users], signs, config.seed
+        )
+    except ValueError as error:
+        log.warning("objective weights: no retention weights (%s)", error)
+        return None, None
+    return weights, cutoff
+
+
+def fusion_objectives(config: Config) -> list[FusionObjective]:
+    return [
+        FusionObjective(o.name, o.sign, config.merge.manual_weights.get(o.name, 1.0))
+        for o in config.objectives
+    ]
+
+
+def fusion_settings(config: Config) -> FusionSettings:
+    settings = config.weights
+    return FusionSettings(
+        at=config.evaluation.at,
+        select_on=tuple(settings.select_on),
+        learn_from=tuple(settings.learn_from),
+        min_positives=settings.min_positive_pairs,
+        validation_share=settings.validation_share,
+        prior_strength=settings.prior_strength,
+        two_tower_min_gain=settings.two_tower_min_gain,
+    )
+
+
+def fit(
+    config: Config,
+    folder: Path,
+    pairs: pd.DataFrame,
+    events: pd.DataFrame,
+    weighting: str | None = None,
+    vectors: Vectors | None = None,
+) -> tuple[Fusion, pd.Timestamp | None]:
+    """The fusion of the models in `folder` (or the `vectors` given) over `pairs`, learnt from
+    the folder's held-out events; retention weights from `events` (the same training days)."""
+    outputs_path, heldout_path = folder / OUTPUTS_FILE, folder / HELDOUT_FILE
+    for path in (heldout_path,):
+        if not path.exists():
+            raise DataFileError(f"{path}: no trained models; run the train step first")
+    retention, cutoff = (
+        retention_weights(config, events, pd.read_parquet(outputs_path))
+        if outputs_path.exists()
+        else (None, None)
+    )
+    heldout = pd.read_parquet(heldout_path)
+    fusion = fit_fusion(
+        with_cooccurrence(pairs, _without(events, heldout)),
+        model_vectors(config, folder) if vectors is None else vectors,
+        read_priors(folder, every_event=False),
+        heldout,
+        fusion_objectives(config),
+        fusion_settings(config),
+        retention,
+        weighting or config.merge.weights,
+    )
+    log.info(
+        "objective weights: %s (%s); validation %s",
+        fusion.weighting,
+        ", ".join(f"{k} {v:.3f}" for k, v in fusion.weights.weights.items()),
+        "; ".join(
+            f"{option}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            for option, figures in fusion.validation.items()
+        ),
+    )
+    return fusion, cutoff
+
+
+def with_cooccurrence(pairs: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """The pairs with their co-click evidence in `events` (the calibrations' pair features): the
+    Jaccard of the two videos' clicking users and log1p of their count."""
+    count, jaccard = pair_cooccurrence(
+        pairs["source_video_id"].to_numpy(), pairs["candidate_video_id"].to_numpy(), events
+    )
+    return pairs.assign(**{COOCCURRENCE: jaccard, COCLICKS: np.log1p(count)})
+
+
+def _without(events: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
+    """The events the models learnt from: `events` less the held-out ones."""
+    keys = ["user_id", "video_id", "ts"]
+    held = pd.MultiIndex.from_frame(heldout[keys].astype({"video_id": str}))
+    mine = pd.MultiIndex.from_frame(events[keys].astype({"video_id": str}))
+    return events[~mine.isin(held)]
+
+
+def table(
+    config: Config,
+    pairs: pd.DataFrame,
+    vectors: Vectors,
+    priors: pd.DataFrame,
+    fusion: Fusion,
+    events: pd.DataFrame,
+    weights: Mapping[str, float] | None = None,
+    two_tower: bool | None = None,
+) -> pd.DataFrame:
+    """The related table of `pairs` under `fusion` (its weights, or `weights`; its two-tower
+    decisions, or `two_tower` for every objective), with the co-click evidence of `events`
+    (every training event)."""
+    objectives = fusion_objectives(config)
+    scores = objective_scores(
+        with_cooccurrence(pairs, events),
+        vectors,
+        priors,
+        fusion.calibrations,
+        objectives,
+        config.weights.prior_strength,
+        two_tower,
+    )
+    chosen = fusion.weights.weights if weights is None else weights
+    merge = [MergeObjective(o.name, o.sign, o.manual_weight, chosen[o.name]) for o in objectives]
+    return related_table(pairs, scores, merge, config.merge.top_n)

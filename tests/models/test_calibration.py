@@ -1,0 +1,222 @@
+"""Calibration of the per-objective cosines: Platt maps increasing in the cosine, the max over the
+sides on one scale, the prior where no side knows a pair, and the fusion's choices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.calibration import (
+    fit_objective,
+    fit_platt,
+    objective_score,
+    pair_columns,
+    side_cosines,
+)
+from models.fusion import (
+    FusionObjective,
+    FusionSettings,
+    fallback_rate,
+    fit_fusion,
+    objective_scores,
+)
+from models.vectors import ItemVectors
+from models.weights import fit_objective_weights, fit_transition_weights
+
+RNG = np.random.default_rng(5)
+
+
+def test_platt_is_increasing_in_the_cosine():
+    cosine = RNG.uniform(-1, 1, 4000)
+    label = RNG.random(4000) < 1 / (1 + np.exp(-(3 * cosine - 2)))
+    platt = fit_platt({"cosine": cosine}, label, monotone=("cosine",))
+    grid = np.linspace(-1, 1, 50)
+    p = platt.predict({"cosine": grid})
+    assert np.all(np.diff(p) > 0)
+    assert 0 < p.min() < p.max() < 1
+
+
+def test_a_cosine_that_predicts_fewer_positives_is_dropped_not_inverted():
+    cosine = RNG.uniform(-1, 1, 4000)
+    content = RNG.uniform(0.6, 1, 4000)
+    label = RNG.random(4000) < 1 / (1 + np.exp(-(-3 * cosine + 4 * content - 4)))
+    platt = fit_platt({"cosine": cosine, "content": content}, label, monotone=("cosine",))
+    assert platt.coefficient("cosine") == 0.0
+    assert platt.coefficient("content") > 0
+    p = platt.predict({"cosine": np.linspace(-1, 1, 20), "content": np.full(20, 0.8)})
+    assert np.ptp(p) == 0  # flat in the cosine, never falling
+
+
+def test_one_class_labels_are_refused():
+    with pytest.raises(ValueError, match="both positives and negatives"):
+        fit_platt({"cosine": np.arange(5.0)}, np.zeros(5))
+
+
+def _vectors(ids: list[str], rows: np.ndarray) -> ItemVectors:
+    return ItemVectors.from_raw(np.array(ids), rows)
+
+
+def test_the_max_is_taken_on_the_calibrated_scale_and_missing_sides_fall_back():
+    # ALS cosines of 0.3 and two-tower cosines of 0.95 mean the same here: the saturated side
+    # must not win on its raw value.
+    n = 3000
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": ["s"] * n,
+            "candidate_video_id": [f"c{i}" for i in range(n)],
+            "content_similarity": RNG.uniform(0.65, 1, n),
+        }
+    )
+    als_cos = RNG.uniform(-0.2, 0.6, n)
+    tower_cos = 0.9 + 0.1 * RNG.random(n)  # saturated, no signal
+    label = RNG.random(n) < 1 / (1 + np.exp(-(8 * als_cos - 5)))
+    shared = pair_columns(pairs, pd.DataFrame(index=pd.Index([], name="video_id")), "click")
+    calibration = fit_objective(
+        pairs, label, {"als": als_cos, "two_tower": tower_cos}, shared, min_positives=5
+    )
+    assert calibration is not None
+    score = objective_score(calibration, {"als": als_cos, "two_tower": tower_cos}, shared)
+    # The order follows the informative ALS side wherever it is confident.
+    top = np.argsort(-score)[:200]
+    assert als_cos[top].mean() > als_cos.mean() + 0.2
+    # A pair no side knows gets the prior model's value, not 0 or a constant of the sides.
+    missing = {"als": np.full(n, np.nan), "two_tower": np.full(n, np.nan)}
+    prior = objective_score(calibration, missing, shared)
+    np.testing.assert_allclose(prior, calibration.prior.predict(shared))
+
+
+def test_the_fallback_rate_is_an_engagement_prior_not_a_constant():
+    priors = pd.DataFrame(
+        {"events": [100, 10, 0], "positives_click": [50, 1, 0]},
+        index=pd.Index(["a", "b", "c"], name="video_id"),
+    )
+    pairs = pd.DataFrame({"candidate_video_id": ["a", "b", "c", "unknown"]})
+    rate = fallback_rate(pairs, priors, "click", strength=10)
+    catalog = 51 / 110
+    np.testing.assert_allclose(
+        rate,
+        [(50 + 10 * catalog) / 110, (1 + 10 * catalog) / 20, catalog, catalog],
+    )
+    assert rate[0] > rate[2] > rate[1]
+
+
+def test_transition_weights_are_non_negative_on_the_signed_scores():
+    n = 5000
+    click = RNG.random(n)
+    dislike = RNG.random(n)
+    noise = RNG.random(n)
+    label = RNG.random(n) < 1 / (1 + np.exp(-(4 * click - 3 * dislike - 1)))
+    weights = fit_transition_weights(
+        {"click": click, "dislike": dislike, "like": noise},
+        label,
+        {"click": 1, "dislike": -1, "like": 1},
+    )
+    assert weights.method == "transitions"
+    assert weights.weights["click"] > weights.weights["like"]
+    assert weights.weights["dislike"] > 0.1  # dislike subtracts, with weight
+    assert all(v >= 0 for v in weights.weights.values())
+    assert abs(sum(weights.weights.values()) - 1) < 1e-9
+    # A dislike score that goes with MORE transitions cannot add to the score: clipped to 0.
+    label = RNG.random(n) < 1 / (1 + np.exp(-(4 * click + 3 * dislike - 4)))
+    clipped = fit_transition_weights(
+        {"click": click, "dislike": dislike}, label, {"click": 1, "dislike": -1}
+    )
+    assert clipped.weights["dislike"] == 0.0 and "dislike" in clipped.clipped
+
+
+def _world(n_sources: int = 60, n_candidates: int = 30, seed: int = 3):
+    """Candidate pairs, ALS vectors that know the truth, a saturated two-tower that does not,
+    priors, and held-out events whose transitions follow the ALS similarity."""
+    rng = np.random.default_rng(seed)
+    ids = [f"v{i:03d}" for i in range(n_sources + n_candidates)]
+    latent = rng.normal(size=(len(ids), 4))
+    sources, candidates = ids[:n_sources], ids[n_sources:]
+    pairs = pd.DataFrame(
+        [(s, c) for s in sources for c in candidates],
+        columns=["source_video_id", "candidate_video_id"],
+    )
+    pairs["content_similarity"] = rng.uniform(0.65, 1, len(pairs)).round(3)
+    als = _vectors(ids, latent)
+    tower = _vectors(ids, np.c_[np.ones(len(ids)), 0.01 * rng.normal(size=(len(ids), 3))])
+    cosine = als.pair_cosine(pairs["source_video_id"], pairs["candidate_video_id"])
+    rows = []
+    for day in range(10):
+        chosen = rng.random(len(pairs)) < 0.02 * np.exp(2 * cosine)
+        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
+            rows.append(
+                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
+            )
+    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
+    heldout["label_click"] = 1
+    heldout["label_dislike"] = (rng.random(len(heldout)) < 0.05).astype(int)
+    priors = pd.DataFrame(
+        {
+            "events": rng.integers(1, 50, len(ids)),
+            "positives_click": rng.integers(0, 10, len(ids)),
+            "positives_dislike": rng.integers(0, 2, len(ids)),
+        },
+        index=pd.Index(ids, name="video_id"),
+    )
+    vectors = {"click": (als, tower), "dislike": (None, None)}
+    return pairs, vectors, priors, heldout
+
+
+PAIR_KEYS = ["source_video_id", "candidate_video_id"]
+OBJECTIVES = [FusionObjective("click", 1, 1.0), FusionObjective("dislike", -1, 1.0)]
+SETTINGS = FusionSettings(
+    at=5,
+    select_on=("click",),
+    learn_from=("click",),
+    min_positives=10,
+    validation_share=0.5,
+    prior_strength=20.0,
+    two_tower_min_gain=0.0,
+)
+
+
+def test_fusion_leaves_out_a_two_tower_that_adds_nothing_and_picks_a_weighting():
+    pairs, vectors, priors, heldout = _world()
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None)
+    assert not fusion.calibrations["click"].use_two_tower
+    assert fusion.two_tower["click"]["gain"] <= 0
+    assert fusion.weighting in ("transitions", "equal")
+    assert set(fusion.validation) == {"transitions", "equal"}
+    # Round trip through the JSON form the steps log.
+    again = type(fusion).from_dict(fusion.to_dict())
+    scores = objective_scores(pairs, vectors, priors, again.calibrations, OBJECTIVES, 20.0)
+    first = objective_scores(pairs, vectors, priors, fusion.calibrations, OBJECTIVES, 20.0)
+    np.testing.assert_allclose(scores["click"], first["click"])
+    # Scores vary within lists: no list is one tied score.
+    per_list = pd.Series(scores["click"]).groupby(pairs["source_video_id"]).nunique()
+    assert (per_list > 1).all()
+
+
+def test_a_named_weighting_is_used_and_an_unknown_one_refused():
+    pairs, vectors, priors, heldout = _world()
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "equal")
+    assert fusion.weighting == "equal"
+    with pytest.raises(ValueError, match="weighting"):
+        fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "magic")
+    with pytest.raises(ValueError, match="no retention"):
+        fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "retention")
+
+
+def test_retention_weights_are_an_option_when_given():
+    pairs, vectors, priors, heldout = _world()
+    users = pd.DataFrame(
+        {"click": RNG.random(200), "dislike": RNG.random(200)},
+        index=pd.Index([f"u{i}" for i in range(200)], name="user_id"),
+    )
+    retained = pd.Series(RNG.random(200) < users["click"], index=users.index)
+    retention = fit_objective_weights(users, retained, {"click": 1, "dislike": -1}, seed=1)
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, retention)
+    assert set(fusion.validation) == {"transitions", "equal", "retention"}
+
+
+def test_side_cosines_are_nan_where_a_side_has_no_vector():
+    pairs = pd.DataFrame({"source_video_id": ["a", "a"], "candidate_video_id": ["b", "z"]})
+    als = _vectors(["a", "b"], np.array([[1.0, 0.0], [1.0, 1.0]]))
+    cosines = side_cosines(pairs, (als, None))
+    assert np.isclose(cosines["als"][0], np.sqrt(0.5)) and np.isnan(cosines["als"][1])
+    assert np.isnan(cosines["two_tower"]).all()

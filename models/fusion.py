@@ -24,7 +24,6 @@ from models.calibration import (
     side_cosines,
     validation_auc,
 )
-from models.metrics import ndcg_at_n, recall_at_n
 from models.vectors import ItemVectors
 from models.weights import ObjectiveWeights, equal_weights, fit_transition_weights
 
@@ -50,7 +49,8 @@ class FusionSettings:
     validation_share: float  # the later share of the held-out events that judges
     prior_strength: float  # pseudo-events of the catalog's rate in a candidate's fallback rate
     two_tower_min_gain: float  # validation AUC the two-tower side must add to stay in
-    listwise: bool = True  # transition weights by a softmax over each source's candidates
+    listwise: bool  # transition weights by a softmax over each source's candidates
+    selection_z: float  # standard errors another weighting must win by on validation
 
 
 @dataclass
@@ -178,11 +178,12 @@ def fit_fusion(
         "equal": equal_weights(names),
         **({"retention": retention} if retention is not None else {}),
     }
-    validation = {
+    judged = {
         option: _judge(pairs, vectors, priors, late, calibrations, objectives, w.weights, settings)
         for option, w in options.items()
     }
-    chosen = weighting if weighting != "auto" else _best(validation, options)
+    validation = {option: _figures(values) for option, values in judged.items()}
+    chosen = weighting if weighting != "auto" else _best(judged, options, settings.selection_z)
     if chosen not in options:
         raise ValueError(f"weighting {chosen!r}: no such weighting here (no retention weights)")
     # Refit on every held-out event, keeping the decisions made on the later slice.
@@ -315,7 +316,9 @@ def _satisfied(heldout: pd.DataFrame, objectives: Sequence[FusionObjective]) -> 
 
 
 def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, settings):
-    """Recall@at and NDCG@at of the lists one weighting gives the validation sources."""
+    """The lists one weighting gives the validation sources, judged: per objective of
+    `settings.select_on`, the hit share (recall) and NDCG of each source with positives, as a
+    Series indexed by (metric, source); `_figures` turns it into the means."""
     sources = heldout["source_video_id"].astype(str).unique()
     chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
     scores = objective_scores(
@@ -332,25 +335,57 @@ def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, s
     )
     lists["rank"] = lists.groupby("video_id", sort=False).cumcount() + 1
     lists = lists[lists["rank"] <= settings.at]
-    figures = {}
+    parts = []
     for name in settings.select_on:
         column = f"label_{name}"
         if column not in heldout:
             continue
         positives = heldout.loc[heldout[column] == 1, ["source_video_id", "video_id"]]
         positives = positives.astype(str).drop_duplicates()
-        figures[f"recall_{name}"] = recall_at_n(lists, positives, settings.at)
-        figures[f"ndcg_{name}"] = ndcg_at_n(lists, positives, settings.at)
-    return figures
+        for metric, values in per_source(lists, positives, settings.at).items():
+            parts.append(values.rename(f"{metric}_{name}"))
+    if not parts:
+        return pd.Series(dtype=float)
+    return pd.concat({part.name: part for part in parts})
 
 
-def _best(validation: Mapping[str, Mapping[str, float]], options: Mapping) -> str:
-    """The option with the highest mean validation figure (NaN counts as 0); ties: the order of
-    WEIGHTINGS."""
+def per_source(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> dict[str, pd.Series]:
+    """recall@n and NDCG@n of each source with positives (their means are `recall_at_n` and
+    `ndcg_at_n`)."""
+    n_positives = positives.groupby("source_video_id").size()
+    top = lists[lists["rank"] <= n][["video_id", "rank", "related_video_id"]]
+    hits = top.merge(
+        positives.rename(columns={"source_video_id": "video_id", "video_id": "related_video_id"}),
+        on=["video_id", "related_video_id"],
+    )
+    count = hits.groupby("video_id").size().reindex(n_positives.index, fill_value=0)
+    gains = pd.Series(1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0))
+    dcg = gains.groupby(hits["video_id"].to_numpy()).sum().reindex(n_positives.index, fill_value=0)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
+    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1]
+    return {"recall": count / n_positives, "ndcg": dcg / idcg}
 
-    def mean(name: str) -> float:
-        values = [v for v in validation[name].values() if np.isfinite(v)]
-        return float(np.mean(values)) if values else 0.0
 
+def _figures(judged: pd.Series) -> dict[str, float]:
+    """Mean of each metric over its sources."""
+    if judged.empty:
+        return {}
+    return {str(k): float(v) for k, v in judged.groupby(level=0, sort=False).mean().items()}
+
+
+def _best(judged: Mapping[str, pd.Series], options: Mapping, z: float) -> str:
+    """The first of WEIGHTINGS that is offered, unless another beats it on the validation
+    sources by more than `z` standard errors of the paired mean difference (every metric of
+    every source one value): a small validation slice must not pick an option by chance."""
     order = [name for name in WEIGHTINGS if name in options]
-    return max(order, key=lambda name: (mean(name), -order.index(name)))
+    preferred = order[0]
+    best, best_gain = preferred, 0.0
+    for name in order[1:]:
+        difference = (judged[name] - judged[preferred]).dropna()
+        if len(difference) < 2:
+            continue
+        gain = float(difference.mean())
+        error = float(difference.std(ddof=1) / np.sqrt(len(difference)))
+        if gain > best_gain and (error == 0 or gain > z * error):
+            best, best_gain = name, gain
+    return best

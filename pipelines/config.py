@@ -246,6 +246,8 @@ class WeightsConfig:
     min_positive_pairs: int
     prior_strength: float
     two_tower_min_gain: float
+    listwise: bool
+    selection_z: float
 
 
 @dataclass(frozen=True)
@@ -458,6 +460,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str):
+        return value
+    if hint is bool and isinstance(value, bool):
         return value
     raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
 

@@ -107,6 +107,8 @@ def fusion_settings(config: Config) -> FusionSettings:
         validation_share=settings.validation_share,
         prior_strength=settings.prior_strength,
         two_tower_min_gain=settings.two_tower_min_gain,
+        listwise=settings.listwise,
+        selection_z=settings.selection_z,
     )
 
 

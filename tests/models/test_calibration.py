@@ -17,9 +17,11 @@ from models.calibration import (
 from models.fusion import (
     FusionObjective,
     FusionSettings,
+    _best,
     fallback_rate,
     fit_fusion,
     objective_scores,
+    per_source,
 )
 from models.vectors import ItemVectors
 from models.weights import fit_objective_weights, fit_transition_weights
@@ -172,6 +174,8 @@ SETTINGS = FusionSettings(
     validation_share=0.5,
     prior_strength=20.0,
     two_tower_min_gain=0.0,
+    listwise=True,
+    selection_z=1.645,
 )
 
 
@@ -220,3 +224,35 @@ def test_side_cosines_are_nan_where_a_side_has_no_vector():
     cosines = side_cosines(pairs, (als, None))
     assert np.isclose(cosines["als"][0], np.sqrt(0.5)) and np.isnan(cosines["als"][1])
     assert np.isnan(cosines["two_tower"]).all()
+
+
+def test_a_weighting_must_beat_the_preferred_one_beyond_noise_to_be_chosen():
+    index = pd.Index(range(200))
+    base = pd.Series(RNG.random(200), index=index)
+    noisy = base + RNG.normal(0, 0.05, 200)  # no real gain
+    better = base + 0.05  # every source gains
+    options = {"transitions": None, "equal": None, "retention": None}
+    judged = {"transitions": base, "equal": noisy, "retention": base - 0.01}
+    assert _best(judged, options, z=1.645) == "transitions"
+    judged["equal"] = better
+    assert _best(judged, options, z=1.645) == "equal"
+    # Without transitions (no held-out transitions), equal is preferred.
+    assert _best({"equal": base, "retention": base}, {"equal": 0, "retention": 0}, 1.645) == "equal"
+
+
+def test_per_source_figures_average_to_the_metrics():
+    from models.metrics import ndcg_at_n, recall_at_n
+
+    lists = pd.DataFrame(
+        {
+            "video_id": ["a"] * 3 + ["b"] * 3,
+            "rank": [1, 2, 3] * 2,
+            "related_video_id": ["x", "y", "z", "x", "y", "z"],
+        }
+    )
+    positives = pd.DataFrame(
+        {"source_video_id": ["a", "a", "b", "c"], "video_id": ["y", "q", "z", "x"]}
+    )
+    figures = per_source(lists, positives, 3)
+    assert figures["recall"].mean() == pytest.approx(recall_at_n(lists, positives, 3))
+    assert figures["ndcg"].mean() == pytest.approx(ndcg_at_n(lists, positives, 3))

@@ -123,9 +123,8 @@ def fit(
     """The fusion of the models in `folder` (or the `vectors` given) over `pairs`, learnt from
     the folder's held-out events; retention weights from `events` (the same training days)."""
     outputs_path, heldout_path = folder / OUTPUTS_FILE, folder / HELDOUT_FILE
-    for path in (heldout_path,):
-        if not path.exists():
-            raise DataFileError(f"{path}: no trained models; run the train step first")
+    if not heldout_path.exists():
+        raise DataFileError(f"{heldout_path}: no trained models; run the train step first")
     retention, cutoff = (
         retention_weights(config, events, pd.read_parquet(outputs_path))
         if outputs_path.exists()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from models.candidates import GATED
 from models.cooccurrence import pair_jaccard
 from models.vectors import ItemVectors, top_k_neighbours
 
@@ -180,8 +181,9 @@ def _training_clicks(train_events: pd.DataFrame) -> pd.Series:
 
 
 def _gated_pairs(candidate_pairs: pd.DataFrame, train_events: pd.DataFrame) -> pd.DataFrame:
-    """Candidate pairs as video_id, related_video_id, content_similarity (float64) and clicks,
-    the candidate's training clicks (0 where it has none)."""
+    """Candidate pairs as video_id, related_video_id, content_similarity (float64), gated (False
+    on a pair that only fills a short list; True without the column) and clicks, the
+    candidate's training clicks (0 where it has none)."""
     pairs = candidate_pairs[GATED_PAIR_COLUMNS].rename(
         columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
     )
@@ -189,12 +191,15 @@ def _gated_pairs(candidate_pairs: pd.DataFrame, train_events: pd.DataFrame) -> p
     return pairs.assign(
         content_similarity=pairs["content_similarity"].astype(np.float64),
         clicks=clicks.to_numpy(dtype=np.float64),
+        gated=candidate_pairs[GATED].to_numpy(dtype=bool) if GATED in candidate_pairs else True,
     )
 
 
 def _rank_by(pairs: pd.DataFrame, n: int, keys: list[str]) -> pd.DataFrame:
     """Top n per video_id ordered by `keys`, each descending, then related_video_id ascending
-    (so that the id decides only when every key ties), with rank 1..n."""
+    (so that the id decides only when every key ties), with rank 1..n. A source's gated pairs
+    come before those that only fill its list, as in the method's lists."""
+    keys = [GATED, *keys]
     ordered = pairs.sort_values(
         ["video_id", *keys, "related_video_id"],
         ascending=[True, *([False] * len(keys)), True],

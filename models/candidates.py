@@ -30,6 +30,8 @@ import scipy.sparse as sp
 from models.profile import binary_rows
 
 PAIR_COLUMNS = ("source_video_id", "candidate_video_id", "content_similarity")
+# Column of a candidate table: False on a pair that only fills a short list (below the gate).
+GATED = "gated"
 
 # Rows whose lengths differ by at most this ratio share a length group (each length is its own group
 # up to 20). Exactness does not depend on it: wider groups mean fewer but looser products.
@@ -61,25 +63,65 @@ def candidate_arrays(
     progress: Callable[[int], None] | None = None,
     tie_break: np.ndarray | None = None,
     cut: CutStats | None = None,
+    sources: np.ndarray | None = None,
 ) -> Pairs:
     """(source_rows, candidate_rows, similarity): every pair of distinct rows with cosine >=
     `threshold`, at most `max_per_source` per source (highest first), sorted by source row,
     similarity descending, then candidate. Ties of similarity go to the candidate with the higher
     `tie_break` (one value per row, e.g. its training popularity), then the lower row; without
-    it, to the lower row. Rows without an active column get no candidates. `progress(rows)` is
-    called after each block with the number of source rows it covered (tqdm's `update`); `cut`
-    counts the sources whose cap fell inside a tie of similarity."""
+    it, to the lower row. Rows without an active column get no candidates. `sources`: the rows
+    whose candidates are wanted, ascending (all when None). `progress(rows)` is called after each
+    block with the number of source rows it covered (tqdm's `update`); `cut` counts the sources
+    whose cap fell inside a tie of similarity."""
     _check_arguments(threshold, max_per_source, block_size)
     index = _PrefixIndex(binary_rows(profiles), threshold)
     order = _tie_order(tie_break, index.n_rows)
     output = _Output()
-    n = index.n_rows
-    for start in range(0, n, block_size):
-        rows = np.arange(start, min(start + block_size, n), dtype=np.int64)
+    wanted = np.arange(index.n_rows, dtype=np.int64) if sources is None else _rows(sources)
+    for start in range(0, len(wanted), block_size):
+        rows = wanted[start : start + block_size]
         output.append(_top(*index.pairs_of(rows), max_per_source, order, cut))
         if progress is not None:
             progress(len(rows))
     return output.arrays()
+
+
+def fill_arrays(
+    profiles: sp.spmatrix,
+    gated: Pairs,
+    minimum: int,
+    floor: float,
+    pool: int,
+    block_size: int,
+    tie_break: np.ndarray | None = None,
+) -> Pairs:
+    """The pairs that fill short candidate lists: for each row with fewer than `minimum` pairs in
+    `gated` (stage 1's output), its next `pool` most similar rows with cosine >= `floor` (at
+    least enough to reach `minimum`: the later stages choose among them); the same order and tie
+    rule as `candidate_arrays`. Only those added pairs are returned. A row without an active
+    column stays without candidates."""
+    empty = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    if minimum < 1:
+        return empty
+    n = profiles.shape[0]
+    counts = np.bincount(gated[0], minlength=n)
+    short = np.flatnonzero(counts < minimum)
+    if not len(short):
+        return empty
+    wanted = np.maximum(pool, minimum - counts[short])
+    # A short row's gated pairs are its most similar at the floor too: ask for them as well.
+    most = int((wanted + counts[short]).max())
+    source, candidate, similarity = candidate_arrays(
+        profiles, floor, most, block_size, tie_break=tie_break, sources=short
+    )
+    new = ~np.isin(source * n + candidate, gated[0] * n + gated[1])
+    source, candidate, similarity = source[new], candidate[new], similarity[new]
+    # Sorted by source: a pair's place among its source's new pairs, the most similar first.
+    first = np.searchsorted(source, source, side="left")
+    limit = np.zeros(n, np.int64)
+    limit[short] = wanted
+    keep = np.arange(len(source)) - first < limit[source]
+    return source[keep], candidate[keep], similarity[keep]
 
 
 @dataclass
@@ -196,9 +238,10 @@ def dense_reference(
 
 
 def candidate_summary(pairs: pd.DataFrame, n_videos: int, few: int) -> dict[str, float]:
-    """Figures for a run's log: pairs, coverage, pairs per source (over all `n_videos`, a video
-    without candidates counting 0), the share of videos with fewer than `few` candidates, and the
-    similarity distribution (NaN without pairs)."""
+    """Figures for a run's log: pairs, those that fill short lists (column GATED False) and their
+    sources, coverage, pairs per source (over all `n_videos`, a video without candidates counting
+    0), the share of videos with fewer than `few` candidates, and the similarity distribution
+    (NaN without pairs)."""
     per_source = pairs.groupby("source_video_id", sort=False).size().to_numpy()
     counts = np.zeros(max(n_videos, len(per_source)), dtype=np.int64)
     counts[: len(per_source)] = per_source
@@ -207,7 +250,10 @@ def candidate_summary(pairs: pd.DataFrame, n_videos: int, few: int) -> dict[str,
         np.quantile(similarity, [0.0, 0.1, 0.5, 0.9]) if len(similarity) else np.full(4, np.nan)
     )
     has_counts = len(counts) > 0
+    gated = pairs[GATED].to_numpy(dtype=bool) if GATED in pairs else np.ones(len(pairs), bool)
     return {
+        "filled_pairs": float((~gated).sum()),
+        "filled_sources": float(pairs.loc[~gated, "source_video_id"].nunique()),
         "pairs": float(len(pairs)),
         "sources_with_candidates": float(len(per_source)),
         "coverage": float(len(per_source) / n_videos) if n_videos else float("nan"),

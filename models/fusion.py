@@ -24,6 +24,7 @@ from models.calibration import (
     side_cosines,
     validation_auc,
 )
+from models.merge import rank_related
 from models.vectors import ItemVectors
 from models.weights import ObjectiveWeights, equal_weights, fit_transition_weights
 
@@ -325,16 +326,9 @@ def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, s
         chosen, vectors, priors, calibrations, objectives, settings.prior_strength
     )
     lists = chosen.assign(score=weighted_score(scores, objectives, weights))
-    lists = lists.sort_values(
-        ["source_video_id", "score", "content_similarity", "candidate_video_id"],
-        ascending=[True, False, False, True],
-        kind="mergesort",
-    )
-    lists = lists.rename(
+    lists = rank_related(lists, settings.at).rename(
         columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
     )
-    lists["rank"] = lists.groupby("video_id", sort=False).cumcount() + 1
-    lists = lists[lists["rank"] <= settings.at]
     parts = []
     for name in settings.select_on:
         column = f"label_{name}"

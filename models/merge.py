@@ -1,7 +1,8 @@
 """Stage 3: score = sum_k sign_k * a_k * w_k * s^k over each candidate pair, with s^k the
 calibrated per-objective similarity (models/fusion.py); the top N per source, each with its reason.
 
-Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed.
+Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed (a pair
+that only fills a short list, column `gated` False, ranks after every gated one).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from models.candidates import GATED  # optional column: False on a pair that fills a short list
+
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("source_video_id", "candidate_video_id")
 NO_SHARED = "no shared attribute"
+FILLS = "below the relevance gate, fills a short list"
 NO_SIGNAL = "no objective adds to the score"
 
 
@@ -63,13 +67,15 @@ def merge_scores(
 
 def rank_related(scored: pd.DataFrame, top_n: int) -> pd.DataFrame:
     """The `top_n` candidates of each source by score (ties: higher content_similarity, then
-    candidate id ascending), with `rank` 1..n per source; sorted by source, rank."""
+    candidate id ascending), with `rank` 1..n per source; sorted by source, rank. With a column
+    `gated`, a source's gated pairs come before those that only fill its list."""
     _require(scored, [*PAIR_COLUMNS, "score", "content_similarity"], "scored pairs")
     if top_n < 1:
         raise ValueError(f"merge: top_n must be at least 1, not {top_n}")
+    tier = [GATED] if GATED in scored else []
     ordered = scored.sort_values(
-        ["source_video_id", "score", "content_similarity", "candidate_video_id"],
-        ascending=[True, False, False, True],
+        ["source_video_id", *tier, "score", "content_similarity", "candidate_video_id"],
+        ascending=[True, *([False] * len(tier)), False, False, True],
         kind="mergesort",
     )
     rank = ordered.groupby("source_video_id", sort=False).cumcount().to_numpy() + 1
@@ -89,10 +95,12 @@ def reasons(ranked: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     else:
         best, positive = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     objective = np.where(positive, np.asarray(names, dtype=object)[best], None)
+    gated = ranked[GATED].to_numpy(dtype=bool) if GATED in ranked else np.ones(len(ranked), bool)
     # Output formatting over the N rows per source, not over all candidate pairs.
     text = [
-        f"{_shared_text(shared)}; {f'most from {name}' if name is not None else NO_SIGNAL}"
-        for shared, name in zip(ranked["shared"], objective, strict=True)
+        f"{_shared_text(shared)}; {'' if inside else FILLS + '; '}"
+        f"{f'most from {name}' if name is not None else NO_SIGNAL}"
+        for shared, name, inside in zip(ranked["shared"], objective, gated, strict=True)
     ]
     return ranked.assign(
         reason_objective=objective, reason=pd.Series(text, index=ranked.index, dtype=object)

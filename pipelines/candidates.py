@@ -16,7 +16,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from models.candidates import CutStats, candidate_arrays, candidate_summary, shared_values
+from models.candidates import (
+    GATED,
+    CutStats,
+    candidate_arrays,
+    candidate_summary,
+    fill_arrays,
+    shared_values,
+)
 from models.profile import ProfileVocabulary, matrix_from_indices
 from pipelines import feature_store, tracking, workspace
 from pipelines.config import Config
@@ -71,12 +78,15 @@ def find_candidates(
     cut: CutStats | None = None,
 ) -> pd.DataFrame:
     """Stage 1 over the profiles; ties at the cap go to the candidate with the higher
-    `tie_break` (its training popularity), never to the id alone."""
+    `tie_break` (its training popularity), never to the id alone. Column `gated` is False on the
+    pairs that may fill a source with fewer than `candidates.min_per_source` (its next
+    `candidates.fill_pool` most similar, cosine below e but at least
+    `candidates.fill_threshold`); every later stage ranks them after the gated ones."""
     settings = config.candidates
     with tqdm(
         total=matrix.shape[0], desc="candidates", unit="video", disable=not progress, leave=False
     ) as bar:
-        sources, targets, similarity = candidate_arrays(
+        gated = candidate_arrays(
             matrix,
             settings.threshold,
             settings.max_per_source,
@@ -85,12 +95,34 @@ def find_candidates(
             tie_break=tie_break,
             cut=cut,
         )
+    filled = fill_arrays(
+        matrix,
+        gated,
+        settings.min_per_source,
+        settings.fill_threshold,
+        settings.fill_pool,
+        settings.block_size,
+        tie_break,
+    )
+    flags = np.concatenate([np.ones(len(gated[0]), bool), np.zeros(len(filled[0]), bool)])
+    sources, targets, similarity = (
+        np.concatenate(parts) for parts in zip(gated, filled, strict=True)
+    )
+    # Each source's gated pairs, then its filling ones (both already by similarity).
+    order = np.lexsort((np.arange(len(sources)), ~flags, sources))
+    sources, targets, similarity, flags = (
+        sources[order],
+        targets[order],
+        similarity[order],
+        flags[order],
+    )
     return pd.DataFrame(
         {
             "source_video_id": video_ids[sources],
             "candidate_video_id": video_ids[targets],
             "content_similarity": similarity,
             "shared": shared_values(matrix, sources, targets, vocabulary.tokens()),
+            GATED: flags,
         }
     )
 
@@ -103,6 +135,9 @@ def run_candidates(config: Config, progress: bool = True) -> Candidates:
         "max_per_source": settings.max_per_source,
         "top_k_values": settings.top_k_values,
         "block_size": settings.block_size,
+        "min_per_source": settings.min_per_source,
+        "fill_threshold": settings.fill_threshold,
+        "fill_pool": settings.fill_pool,
         "few_candidates": config.merge.top_n,  # a source with fewer cannot fill its list
     }
     with tracking.step_run("candidates", params):
@@ -123,6 +158,16 @@ def run_candidates(config: Config, progress: bool = True) -> Candidates:
                 f"{cut.cut_in_tie:,}",
                 f"{cut.sources:,}",
                 100 * cut.to_dict()["cut_in_tie_share"],
+            )
+        if summary["filled_sources"]:
+            log.info(
+                "candidates: %s sources had fewer than %d candidates at e = %s: %s pairs with "
+                "cosine >= %s may fill them (ranked after the gated ones, best score first)",
+                f"{summary['filled_sources']:,.0f}",
+                settings.min_per_source,
+                settings.threshold,
+                f"{summary['filled_pairs']:,.0f}",
+                settings.fill_threshold,
             )
         target = candidates_dir(config)
         with publish_folder(target) as scratch:

@@ -31,7 +31,13 @@ from models.baselines import (
 from models.candidates import pair_similarity, shared_values
 from models.diagnostics import score_diagnostics
 from models.fusion import Fusion
-from models.metrics import OBJECTIVE_LABELS, change_vs_baseline, evaluate_lists, test_pairs
+from models.metrics import (
+    OBJECTIVE_LABELS,
+    change_vs_baseline,
+    evaluate_lists,
+    paired_comparison,
+    test_pairs,
+)
 from pipelines import evaluation_report, registry, stage3, tracking, workspace
 from pipelines.candidates import find_candidates, popularity, profiles_from_store
 from pipelines.config import Config, ConfigError
@@ -119,6 +125,7 @@ def run_evaluate(
         counts = train["video_id"].value_counts()
         cold = {v for v in video_ids if counts.get(v, 0) <= config.evaluation.cold_max_events}
         table = _score(config, lists, test, matrix, video_ids, cold)
+        comparisons = _compare(config, lists, test)
         change = change_vs_baseline(table, config.evaluation.baseline, LOWER_IS_BETTER)
         (folder / "lists").mkdir()
         for name, frame in lists.items():
@@ -146,6 +153,14 @@ def run_evaluate(
                 for method, figures in diagnostics.items()
             },
             "fusion": fusions[MULTI_TASK].to_dict() if MULTI_TASK in fusions else None,
+            # The full method minus each bar and ablation, with a paired-bootstrap 95% interval.
+            "comparisons": {
+                method: {
+                    metric: {k: _json_number(v) for k, v in figures.items()}
+                    for metric, figures in per.items()
+                }
+                for method, per in comparisons.items()
+            },
             # What promotion compares: the full method's figures, for this configuration and data.
             "config_digest": registry.config_digest(config.raw),
             "data_digest": registry.file_digest(workspace.validated_manifest(config)),
@@ -372,6 +387,28 @@ def _score(
             cold_videos=cold,
         )
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _compare(
+    config: Config, lists: dict[str, pd.DataFrame], test: pd.DataFrame
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The full method minus each bar, ablation and the baseline it must beat, per metric, with
+    a paired-bootstrap 95% interval over the test sources (models.metrics.paired_comparison)."""
+    if MULTI_TASK not in lists:
+        return {}
+    rivals = ["content", *GATED_BARS, config.evaluation.baseline, *MERGED]
+    return {
+        rival: paired_comparison(
+            lists[MULTI_TASK],
+            lists[rival],
+            test,
+            config.evaluation.at,
+            config.evaluation.bootstrap_resamples,
+            config.seed,
+        )
+        for rival in dict.fromkeys(rivals)
+        if rival in lists
+    }
 
 
 def _with_duration(config: Config, events: pd.DataFrame) -> pd.DataFrame:

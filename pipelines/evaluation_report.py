@@ -129,6 +129,8 @@ def _markdown(table, change, summary, headline, threshold) -> str:
     for method in table.index:
         cells = [_value(table.loc[method, key]) for key in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## The full method against each bar and ablation", ""]
+    lines += _comparisons_markdown(summary)
     lines += ["", "## Score diagnostics (merged methods)", ""]
     lines += _diagnostics_markdown(summary)
     lines += ["", "## Methods", ""]
@@ -141,6 +143,65 @@ def _markdown(table, change, summary, headline, threshold) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+COMPARED = (
+    ("recall_click", "clicks R@N"),
+    ("recall_play_time", "played ≥ half R@N"),
+    ("ndcg_click", "clicks NDCG@N"),
+    ("ndcg_play_time", "played NDCG@N"),
+    ("dislike_rate", "dislike rate ↓"),
+)
+COMPARISON_NOTE = (
+    "Full method minus the other, with a 95% interval from a paired bootstrap over the test "
+    "sources. 'better' / 'worse': the interval excludes 0 (for the dislike rate, lower is "
+    "better); '~': not distinguishable on this test set."
+)
+
+
+def _comparison_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
+    comparisons = summary.get("comparisons") or {}
+    if not comparisons:
+        return [], []
+    header = ["full method against", *(label for _, label in COMPARED)]
+    rows = []
+    for method, figures in comparisons.items():
+        cells = [method]
+        for key, _ in COMPARED:
+            cells.append(_difference(figures.get(key), lower=key == "dislike_rate"))
+        rows.append(cells)
+    return header, rows
+
+
+def _difference(figures: Mapping | None, lower: bool) -> str:
+    if not figures or figures.get("difference") is None:
+        return "n/a"
+    value, low, high = figures["difference"], figures["low"], figures["high"]
+    if not all(isinstance(v, float | int) and math.isfinite(v) for v in (value, low, high)):
+        return "n/a"
+    verdict = "~"
+    if low > 0 or high < 0:
+        verdict = "better" if (low > 0) != lower else "worse"
+    return f"{value:+.4f} [{low:+.4f}, {high:+.4f}] {verdict}"
+
+
+def _comparisons_markdown(summary: Mapping) -> list[str]:
+    header, rows = _comparison_rows(summary)
+    if not header:
+        return ["(the full method was not evaluated)"]
+    lines = [COMPARISON_NOTE, "", "| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _comparisons_html(summary: Mapping) -> str:
+    header, rows = _comparison_rows(summary)
+    if not header:
+        return "<p>(the full method was not evaluated)</p>"
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<p>{html.escape(COMPARISON_NOTE)}</p><table><tr>{head}</tr>{body}</table>"
 
 
 def _diagnostics_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
@@ -225,6 +286,7 @@ td.up {{ background: #d8f0d8; }} td.down {{ background: #f6d6d6; }}
 <img src="change_by_objective.png" alt="change by objective" width="900">
 <img src="relevance_vs_engagement.png" alt="relevance against engagement" width="600">
 <h2>Every metric (values)</h2>{detail}
+<h2>The full method against each bar and ablation</h2>{_comparisons_html(summary)}
 <h2>Score diagnostics (merged methods)</h2>{_diagnostics_html(summary)}
 </body></html>
 """

@@ -17,6 +17,7 @@ from models.candidates import (
     candidate_pairs,
     candidate_summary,
     dense_reference,
+    fill_arrays,
     pair_similarity,
     shared_values,
 )
@@ -336,3 +337,47 @@ def test_on_the_toy_catalog(config, toy_world):
 def test_bad_arguments(threshold, limit, block_size):
     with pytest.raises(ValueError):
         candidate_arrays(binary([[0]], 1), threshold, limit, block_size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    matrix=profile_matrices(),
+    threshold=st.floats(0.4, 1.0),
+    minimum=st.integers(1, 6),
+    pool=st.integers(1, 8),
+    block_size=st.integers(1, 50),
+)
+def test_fill_offers_short_rows_their_next_most_similar(
+    matrix, threshold, minimum, pool, block_size
+):
+    floor = threshold / 2
+    gated = candidate_arrays(matrix, threshold, 100, block_size)
+    filled = fill_arrays(matrix, gated, minimum, floor, pool, block_size)
+    n = matrix.shape[0]
+    before = np.bincount(gated[0], minlength=n)
+    gated_pairs = set(zip(*gated[:2], strict=True))
+    # Only short rows get pairs, never a gated pair again.
+    assert (np.bincount(filled[0], minlength=n)[before >= minimum] == 0).all()
+    assert not set(zip(*filled[:2], strict=True)) & gated_pairs
+    # They are the brute-force best at the floor after the gated ones: max(pool, missing) of them.
+    expected = []
+    for i in np.flatnonzero(before < minimum):
+        best = [
+            (j, c) for r, j, c in naive(matrix, floor, 200) if r == i and (r, j) not in gated_pairs
+        ]
+        expected += [(i, j) for j, _ in best[: max(pool, minimum - before[i])]]
+    assert list(zip(*filled[:2], strict=True)) == expected
+    assert (filled[2] >= floor - 1e-12).all()
+    assert (filled[2] < threshold + 1e-12).all()
+
+
+def test_fill_is_off_at_zero_and_keeps_a_row_without_columns_empty():
+    matrix = binary([[0, 1], [0, 2], [1, 2], []], 3)
+    gated = candidate_arrays(matrix, 0.9, 10, 4)
+    assert len(gated[0]) == 0
+    assert len(fill_arrays(matrix, gated, 0, 0.3, 5, 4)[0]) == 0
+    source, candidate, similarity = fill_arrays(matrix, gated, 1, 0.3, 1, 4)
+    assert source.tolist() == [0, 1, 2]  # one each; row 3 has nothing to be similar by
+    np.testing.assert_allclose(similarity, 0.5)
+    assert candidate.tolist() == [1, 0, 0]  # ties by the lower row
+    assert fill_arrays(matrix, gated, 1, 0.3, 5, 4)[0].tolist() == [0, 0, 1, 1, 2, 2]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from models.merge import (
+    FILLS,
     NO_SHARED,
     NO_SIGNAL,
     MergeObjective,
@@ -92,6 +93,21 @@ def test_top_n_contiguous_ranks_and_tie_breaks():
     assert t["rank"].tolist() == [1, 2]
     with pytest.raises(ValueError, match="top_n"):
         rank_related(scored, top_n=0)
+
+
+def test_pairs_that_fill_a_short_list_rank_after_the_gated_ones():
+    pairs = _pairs(
+        ["a", "b", "c"],
+        content_similarity=[0.9, 0.4, 0.7],
+        shared=[["tags=t1"], [], ["tags=t1"]],
+        gated=[True, False, True],
+    )
+    # b has the highest score but lies below the gate: it comes after both gated pairs.
+    table = related_table(
+        pairs, {"click": np.array([0.1, 0.9, 0.2])}, [MergeObjective("click", 1, 1.0, 1.0)], 3
+    )
+    assert table["related_video_id"].tolist() == ["c", "a", "b"]
+    assert [FILLS in reason for reason in table["reason"]] == [False, False, True]
 
 
 def test_output_pairs_come_from_the_input_pairs():

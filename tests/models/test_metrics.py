@@ -162,3 +162,25 @@ def test_change_vs_baseline_signs():
     assert zero_base.isna().all().all()
     with pytest.raises(ValueError):
         metrics.change_vs_baseline(table, "missing", set())
+
+
+def test_paired_comparison_of_a_list_with_itself_is_zero_and_its_means_are_the_metrics():
+    events = events_frame()
+    good = lists_of({"s": ["a", "b", "c"], "t": ["a"]})
+    bad = lists_of({"s": ["x", "c"], "t": ["y"]})
+    same = metrics.paired_comparison(good, good, events, 3, 200, seed=1)
+    for figures in same.values():
+        assert figures["difference"] == figures["low"] == figures["high"] == 0
+    compared = metrics.paired_comparison(good, bad, events, 3, 200, seed=1)
+    click = metrics.test_pairs(events, "clicked")
+    expected = metrics.recall_at_n(good, click, 3) - metrics.recall_at_n(bad, click, 3)
+    assert compared["recall_click"]["difference"] == pytest.approx(expected)
+    assert compared["recall_click"]["sources"] == 2
+    assert 0 < compared["recall_click"]["low"] <= compared["recall_click"]["high"]
+    ndcg = metrics.ndcg_at_n(good, click, 3) - metrics.ndcg_at_n(bad, click, 3)
+    assert compared["ndcg_click"]["difference"] == pytest.approx(ndcg)
+    # Both list the disliked c: 1 of 4 shown pairs disliked (s-a, s-b, s-c, t-a) against 1 of 1.
+    assert compared["dislike_rate"]["difference"] == pytest.approx(1 / 4 - 1)
+    # Seeded: the same call gives the same interval.
+    again = metrics.paired_comparison(good, bad, events, 3, 200, seed=1)
+    assert again == compared

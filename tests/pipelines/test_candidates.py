@@ -16,6 +16,7 @@ def test_the_written_pairs_are_stage_1_on_the_contract_videos(toy_pipeline):
     config, videos = toy_pipeline.config, toy_pipeline.world.videos
     settings = config.candidates
     written = read_candidate_pairs(config)
+    written = written[written["gated"]]  # the pairs filling short lists: the next test
     vocabulary = fit_vocabulary(videos, config.dataset.video_attributes, settings.top_k_values)
     ordered = videos.sort_values("video_id").reset_index(drop=True)
     ids = ordered["video_id"].to_numpy()
@@ -42,7 +43,14 @@ def test_threshold_cap_and_no_self_pairs(toy_pipeline):
     settings = toy_pipeline.config.candidates
     pairs = read_candidate_pairs(toy_pipeline.config)
     assert len(pairs) > 0
-    assert (pairs["content_similarity"] >= settings.threshold).all()
+    gated = pairs[pairs["gated"]]
+    assert (gated["content_similarity"] >= settings.threshold).all()
+    # Below the gate only to fill a source with fewer than min_per_source gated candidates.
+    filled = pairs[~pairs["gated"]]
+    assert (filled["content_similarity"] >= settings.fill_threshold).all()
+    assert (filled["content_similarity"] < settings.threshold).all()
+    short = gated.groupby("source_video_id").size().reindex(filled["source_video_id"].unique())
+    assert (short.fillna(0) < settings.min_per_source).all()
     assert (pairs["content_similarity"] <= 1 + 1e-9).all()
     assert (pairs["source_video_id"] != pairs["candidate_video_id"]).all()
     assert pairs.groupby("source_video_id").size().max() <= settings.max_per_source

@@ -21,8 +21,12 @@ from pipelines.config import Config, ConfigError, load_config
 from pipelines.data.io import DataFileError
 from pipelines.feature_store import FeatureStoreError
 from pipelines.gate_report import GateFailed
+from pipelines.lock import WorkspaceBusy, workspace_lock
 
 EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
+EXIT_BIND = 4  # `serve` cannot listen on serving.host:serving.port
+EXIT_LOCKED = 5  # another run holds the workspace (pipelines/lock.py)
+READ_ONLY = ("serve", "related")  # commands that never take the workspace's run lock
 QUIET_LOGGERS = (
     "great_expectations",
     "mlflow",
@@ -115,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"synthetic.size={args.size}")
     try:
         config = load_config(args.config, overrides)
-        return _run(args, config)
+        if args.command in READ_ONLY:
+            return _run(args, config)
+        with workspace_lock(config.workspace, f"related-videos {args.command}"):
+            return _run(args, config)
+    except WorkspaceBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LOCKED
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -140,11 +150,15 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     command = args.command
-    if command in ("serve", "related"):  # the online store only: no TensorFlow, no MLflow
-        from pipelines.serve import related_lines, run_server
+    if command in READ_ONLY:  # the online store only: no TensorFlow, no MLflow
+        from pipelines.serve import CannotListen, related_lines, run_server
 
         if command == "serve":
-            run_server(config)
+            try:
+                run_server(config)
+            except CannotListen as error:
+                print(f"error: {error}", file=sys.stderr)
+                return EXIT_BIND
         else:
             print(related_lines(config, args.video_id, args.n))
         return 0
@@ -318,6 +332,7 @@ def _print_next_steps(config, result) -> None:
     from pipelines import online, workspace
     from pipelines.evaluate import report_dir
     from pipelines.features import feature_repo_dir
+    from pipelines.redaction import redact
     from pipelines.serve import related_lines
 
     manifest = json.loads(workspace.validated_manifest(config).read_text())
@@ -335,7 +350,7 @@ Demo finished: {rows} passed the input gate.
 {chr(10).join(examples)}
 
 Where to look next:
-  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}
+  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {redact(result.tracking_uri)}
                      (parent run {result.run_id}; registered models under "Models":
                      related-videos has the aliases champion and challenger)
   evaluation       : {report_dir(config) / "report.html"}

@@ -190,6 +190,9 @@ class CandidatesConfig:
     max_per_source: int
     top_k_values: int
     block_size: int
+    min_per_source: int
+    fill_threshold: float
+    fill_pool: int
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,7 @@ class EvaluationConfig:
     ungated_neighbours: int
     ungated_block_size: int
     main_methods: list[str]
+    bootstrap_resamples: int
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,7 @@ class ExperimentConfig:
 @dataclass(frozen=True)
 class PromotionConfig:
     tolerance: float
+    absolute_tolerance: float
     metrics: list[str]
 
 
@@ -285,6 +290,7 @@ class ServingConfig:
     port: int
     max_n: int
     workers: int
+    docs: bool = False
 
 
 @dataclass(frozen=True)
@@ -366,6 +372,19 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     weightings = ("auto", "transitions", "equal", "retention")
     if config.merge.weights not in weightings:
         raise ConfigError(f"merge.weights: {config.merge.weights!r} is not one of {weightings}")
+    candidates = config.candidates
+    if not 0 < candidates.fill_threshold <= candidates.threshold:
+        raise ConfigError(
+            f"candidates.fill_threshold: {candidates.fill_threshold} must lie in (0, "
+            f"candidates.threshold = {candidates.threshold}]"
+        )
+    if not 0 <= candidates.min_per_source <= candidates.max_per_source:
+        raise ConfigError(
+            f"candidates.min_per_source: {candidates.min_per_source} must lie in [0, "
+            f"candidates.max_per_source = {candidates.max_per_source}] (0: no filling)"
+        )
+    if candidates.fill_pool < 1:
+        raise ConfigError(f"candidates.fill_pool: {candidates.fill_pool} must be at least 1")
     if not 0 < config.weights.validation_share < 1:
         raise ConfigError(
             f"weights.validation_share: {config.weights.validation_share} must lie in (0, 1)"
@@ -374,6 +393,13 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(
             f"training.als_engine: {config.training.als_engine!r} is not implicit or spark"
         )
+    if not (config.promotion.tolerance >= 0 and config.promotion.absolute_tolerance >= 0):
+        raise ConfigError(
+            "promotion.tolerance and promotion.absolute_tolerance: must be at least 0 "
+            f"(got {config.promotion.tolerance} and {config.promotion.absolute_tolerance})"
+        )
+    if not 1 <= config.serving.port <= 65535:
+        raise ConfigError(f"serving.port: {config.serving.port} is not a TCP port (1..65535)")
     config.synthetic.preset  # noqa: B018  (validates synthetic.size)
     return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
 

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from pipelines.data.io import publish_folder, write_json
+from pipelines.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def ensure_online_store(repo: Path, online_store: Mapping[str, object], project:
     settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
     if settings.get("online_store") == dict(online_store) and settings.get("project") == project:
         return False
-    log.info("feature repo %s: project %s, online store now %s", repo, project, dict(online_store))
+    shown = redact(str(dict(online_store)))
+    log.info("feature repo %s: project %s, online store now %s", repo, project, shown)
     deploy_repo(repo, online_store=online_store, project=project)
     apply(repo)
     return True

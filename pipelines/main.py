@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 import yaml
 
-from pipelines import faults, registry, tracking, workspace
+from pipelines import faults, redaction, registry, tracking, workspace
 from pipelines.candidates import candidates_dir, run_candidates
 from pipelines.config import Config
 from pipelines.evaluate import run_evaluate
@@ -113,7 +113,7 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
     uri = tracking.configure_for(config)
     dataset = config.data.dataset
     with mlflow.start_run(run_name="pipeline", tags={"dataset": dataset}) as parent:
-        mlflow.log_text(yaml.safe_dump(config.raw, sort_keys=False), "config.yaml")
+        log_configuration(config)
         mlflow.log_params({"dataset": dataset, "seed": config.seed})
         results, reused = run_steps(config, steps(config))
         decision = run_promote(config)
@@ -122,6 +122,13 @@ def run_main(config: Config, progress: bool = True) -> PipelineResult:
         faults.checkpoint("after:publish")
         mlflow.set_tags({"ran": ",".join(results) or "none", "reused": ",".join(reused) or "none"})
         return PipelineResult(parent.info.run_id, uri, reused, results, decision, published)
+
+
+def log_configuration(config: Config) -> None:
+    """The run's configuration as the active run's artifact config.yaml, secrets redacted
+    (passwords and tokens in the Redis connection string, the tracking URI, any URI)."""
+    redacted = redaction.redact_config(config.raw)
+    mlflow.log_text(yaml.safe_dump(redacted, sort_keys=False), "config.yaml")
 
 
 def run_steps(config: Config, chain: Iterable[Step]) -> tuple[dict[str, Any], list[str]]:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipelines import faults, feature_store
 from pipelines.feature_store import RELATED_COLORS, TIMESTAMP, FeatureStoreError
+from pipelines.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,12 @@ class Live:
     # The champion alias when this table went live: if the alias still says so, the publish that
     # wrote this pointer was stopped before it moved the alias (see pipelines/promote.py).
     champion_before: str = ""
-    # Which online store holds it ("sqlite:<path>", "redis:<host:port>"): a pointer written for
-    # another store than the repo's current one says nothing about this one.
+    # Which online store holds it ("sqlite:<path>", "redis:<host:port>"), secrets redacted (the
+    # readers take the real connection string from the repo's feature_store.yaml): a pointer
+    # written for another store than the repo's current one says nothing about this one.
     store: str = ""
+    # A video the table holds: the service's /health reads its row back through the live copy.
+    probe_video_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,15 @@ def read_live(repo: Path) -> Live | None:
     if not path.exists():
         return None
     live = Live(**json.loads(path.read_text()))
-    return live if live.store in ("", store_identity(repo)) else None
+    # redact(): pointers written before identities were redacted still match.
+    return live if redact(live.store) in ("", store_identity(repo)) else None
 
 
 def store_identity(repo: Path) -> str:
+    """The repo's online store as the pointer records it: kind and location, no secret."""
     settings = feature_store.online_store_of(repo)
     kind = settings.get("type", "sqlite")
-    return f"{kind}:{settings.get('connection_string') or settings.get('path', '')}"
+    return redact(f"{kind}:{settings.get('connection_string') or settings.get('path', '')}")
 
 
 def view_name(color: str) -> str:
@@ -170,6 +176,7 @@ def publish_table(
         table_digest=table_digest,
         champion_before=champion_before,
         store=store_identity(repo),
+        probe_video_id=str(table["video_id"].min()) if len(table) else "",
     )
     make_live(repo, live)
     log.info(

@@ -57,10 +57,13 @@ def compare_metrics(
     metrics: Sequence[str],
     lower_is_better: set[str],
     tolerance: float,
+    absolute_tolerance: float = 0.0,
 ) -> tuple[bool, pd.DataFrame, list[str]]:
     """Whether the challenger may replace the champion: on no metric worse than the champion by
-    more than `tolerance`, relative to the champion's value (for a lower-is-better metric,
-    higher counts as worse). A metric the challenger lacks but the champion has is worse."""
+    more than `tolerance` relative to the champion's value or `absolute_tolerance` in the
+    metric's units, whichever allows more (for a lower-is-better metric, higher counts as
+    worse). The absolute allowance keeps a champion at or near 0 replaceable: from 0, any
+    change is infinite. A metric the challenger lacks but the champion has is worse."""
     rows, reasons = [], []
     for metric in metrics:
         new = _number(challenger.get(metric))
@@ -77,12 +80,14 @@ def compare_metrics(
             change = (new - old) / abs(old)
         else:  # from 0, any rise is infinite
             change = 0.0 if new == old else math.copysign(math.inf, new - old)
-        worse = sign * change < -tolerance
+        allowed = max(tolerance * abs(old), absolute_tolerance)
+        worse = sign * (new - old) < -allowed
         rows.append((metric, new, old, change, worse))
         if worse:
             reasons.append(
                 f"{metric}: {new:.4f} against the champion's {old:.4f} ({change:+.1%}; "
-                f"tolerance {tolerance:.0%}{', lower is better' if sign < 0 else ''})"
+                f"tolerance {tolerance:.0%} or {absolute_tolerance:g} absolute"
+                f"{', lower is better' if sign < 0 else ''})"
             )
     table = pd.DataFrame(rows, columns=["metric", "challenger", "champion", "change", "worse"])
     return not table["worse"].any(), table, reasons
@@ -106,7 +111,12 @@ def run_promote(config: Config, version: str | None = None) -> Decision:
     if champion is not None and champion != version:
         champion_metrics = _tagged_metrics(client.get_model_version(MODEL_NAME, champion))
     promote, comparison, reasons = compare_metrics(
-        metrics, champion_metrics, settings.metrics, LOWER_IS_BETTER, settings.tolerance
+        metrics,
+        champion_metrics,
+        settings.metrics,
+        LOWER_IS_BETTER,
+        settings.tolerance,
+        settings.absolute_tolerance,
     )
     if found.tags.get("output_gate") != "passed":
         promote = False
@@ -117,12 +127,14 @@ def run_promote(config: Config, version: str | None = None) -> Decision:
             if champion == version
             else "no champion yet"
             if champion is None
-            else f"not worse than v{champion} beyond {settings.tolerance:.0%} on any metric"
+            else f"not worse than v{champion} beyond {settings.tolerance:.0%} (or "
+            f"{settings.absolute_tolerance:g} absolute) on any metric"
         ]
     params = {
         "challenger": version,
         "champion": champion or "none",
         "tolerance": settings.tolerance,
+        "absolute_tolerance": settings.absolute_tolerance,
         "metrics": ",".join(settings.metrics),
     }
     with tracking.step_run("promote", params):

@@ -1,5 +1,8 @@
 """The related-video service: GET /related/{video_id} answers the live list from Feast's online
 store, GET /health says what is live; a newly published table is served at once, no restart.
+
+What the service cannot read (pointer, Feast registry, online store) is a 503 with the reason,
+never a 500, and no answer names a path on the server: the details go to the server's log.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates the endpoints' annotations, and
@@ -7,7 +10,9 @@ store, GET /health says what is live; a newly published table is served at once,
 import json
 import logging
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -27,8 +32,25 @@ log = logging.getLogger(__name__)
 VIDEO_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
+# What a request hears before the first publish (the log names the feature repo).
+NOT_PUBLISHED = "no related table is published yet; run publish first"
+# /health reads this id when the pointer names no probe video (a pointer from before they did):
+# an unknown id still goes through the registry and the online store.
+FALLBACK_PROBE = "health-probe"
+REGISTRY_ATTEMPTS = 3  # `feast apply` rewrites the registry in place: a read may catch it
+REGISTRY_PAUSE_S = 0.05
+
+
 class UnknownVideo(ValueError):
     """The live related table holds no list for this video."""
+
+
+class Unavailable(RuntimeError):
+    """The service cannot answer from the live table now; the message says why, without paths."""
+
+
+class CannotListen(RuntimeError):
+    """`serve` cannot listen on serving.host:serving.port (taken, or not an address here)."""
 
 
 class RelatedVideo(BaseModel):
@@ -69,21 +91,24 @@ class LiveReader:
         try:
             stat = os.stat(self._pointer)
         except FileNotFoundError:
-            raise NothingPublished(
-                f"{self.repo}: no related table is published yet; run publish first"
-            ) from None
+            raise NothingPublished(NOT_PUBLISHED) from None
         # Stat before reading: a pointer replaced in between is read again on the next call.
         signature = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
         state = self._state
         if signature != self._signature or state is None:
             with self._lock:
                 if signature != self._signature or self._state is None:
-                    live = online.read_live(self.repo)
+                    try:
+                        live = online.read_live(self.repo)
+                    except (OSError, ValueError, TypeError) as error:
+                        log.warning("%s: cannot read the live pointer: %s", self._pointer, error)
+                        raise Unavailable(
+                            "the live pointer (live.json) cannot be read; publish again or roll "
+                            "back to rewrite it"
+                        ) from error
                     if live is None:
-                        raise NothingPublished(
-                            f"{self.repo}: no related table is published into this repo's "
-                            "online store yet; run publish first"
-                        )
+                        log.warning("%s: the pointer is for another online store", self._pointer)
+                        raise NothingPublished(NOT_PUBLISHED)
                     # A fresh store also picks up a registry that `feast apply` changed.
                     self._state = (live, feature_store.open_store(self.repo))
                     self._signature = signature
@@ -93,21 +118,75 @@ class LiveReader:
 
     def related(self, video_id: str) -> RelatedList | None:
         live, store = self.live()
-        return online.read_related(self.repo, [video_id], live=live, store=store)[video_id]
+        try:
+            return online.read_related(self.repo, [video_id], live=live, store=store)[video_id]
+        except Exception as error:  # whatever Feast raises: the store, not the request, failed
+            raise self._unavailable(store, error) from error
+
+    def check(self) -> Live:
+        """Read what /related reads, now: the pointer, the live copy's definition in the Feast
+        registry (from the registry file, not a cached copy) and the row of the pointer's probe
+        video. The live pointer if all of it reads; else Unavailable with the reason."""
+        live, store = self.live()
+        for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+            try:
+                store.registry.get_feature_view(
+                    online.view_name(live.color), store.project, allow_cache=False
+                )
+                break
+            except Exception as error:
+                if attempt == REGISTRY_ATTEMPTS:
+                    raise self._unavailable(store, error, registry=True) from error
+                time.sleep(REGISTRY_PAUSE_S * attempt)
+        probe = live.probe_video_id or FALLBACK_PROBE
+        if self.related(probe) is None and live.probe_video_id:
+            raise Unavailable(
+                f"the live copy ({live.color}) holds no row of v{live.version} for {probe}, "
+                "a video of its table; publish again"
+            )
+        return live
+
+    def _unavailable(self, store: object, error: Exception, registry: bool = False) -> Unavailable:
+        """Log the error in full, forget the open store (the next request opens a new one, so a
+        replaced store or registry file is picked up) and say what failed."""
+        from google.protobuf.message import DecodeError
+
+        log.warning("%s: the live table cannot be read", self.repo, exc_info=error)
+        with self._lock:
+            if self._state is not None and self._state[1] is store:
+                self._state, self._signature = None, None
+        if registry or isinstance(error, DecodeError) or "NotFound" in type(error).__name__:
+            return Unavailable(
+                "the Feast registry cannot be read; run `feast apply` in the feature repo, then "
+                "publish again"
+            )
+        return Unavailable(
+            f"the online store cannot be read ({type(error).__name__}); check it, then publish "
+            "again"
+        )
 
 
-def create_app(repo: Path, max_n: int, default_n: int) -> FastAPI:
-    """The service over the feature repo `repo`; `?n=` is 1..max_n, default_n when absent."""
+def create_app(repo: Path, max_n: int, default_n: int, docs: bool = False) -> FastAPI:
+    """The service over the feature repo `repo`; `?n=` is 1..max_n, default_n when absent.
+    `docs`: serve /docs, /redoc and /openapi.json (serving.docs; off by default)."""
     if not 1 <= default_n <= max_n:
         raise ValueError(f"default n {default_n} is not within 1..{max_n}")
     reader = LiveReader(repo)
     app = FastAPI(
         title="related-videos",
         summary="The 'watch next' list of a video, from the live related-video table.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
 
     @app.exception_handler(NothingPublished)
     async def nothing_published(request: Request, error: NothingPublished) -> JSONResponse:
+        # A fixed text: the error's own message may name the feature repo's path.
+        return JSONResponse(status_code=503, content={"detail": NOT_PUBLISHED})
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, error: Unavailable) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(error)})
 
     @app.get("/related/{video_id}", response_model=RelatedAnswer)
@@ -133,9 +212,13 @@ def create_app(repo: Path, max_n: int, default_n: int) -> FastAPI:
             video_id=video_id, version=found.version, related=entries(found, n or default_n)
         )
 
-    @app.get("/health", response_model=Health)
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"description": "the live table cannot be read; `detail` says why"}},
+    )
     def health() -> Health:
-        live, _ = reader.live()
+        live = reader.check()
         return Health(
             status="ok",
             version=live.version,
@@ -177,8 +260,10 @@ def run_server(config: Config) -> None:
         "repo": str(repo),
         "max_n": settings.max_n,
         "default_n": min(config.merge.top_n, settings.max_n),
+        "docs": settings.docs,
     }
-    app = create_app(Path(arguments["repo"]), arguments["max_n"], arguments["default_n"])
+    app = app_from_arguments(arguments)
+    check_can_listen(settings.host, settings.port)
     if online.read_live(repo) is None:
         log.warning("%s: nothing is published yet; /related answers 503 until it is", repo)
     log.info(
@@ -186,17 +271,55 @@ def run_server(config: Config) -> None:
         *(repo, settings.host, settings.port, settings.workers),
     )
     where = {"host": settings.host, "port": settings.port, "log_level": "info"}
-    if settings.workers == 1:
-        uvicorn.run(app, **where)
-        return
-    os.environ[APP_ENVIRONMENT] = json.dumps(arguments)
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=settings.workers, **where)
+    try:
+        if settings.workers == 1:
+            uvicorn.run(app, **where)
+            return
+        os.environ[APP_ENVIRONMENT] = json.dumps(arguments)
+        uvicorn.run(
+            f"{__name__}:app_from_environment", factory=True, workers=settings.workers, **where
+        )
+    except SystemExit as stopped:
+        # uvicorn exits with 3 when it cannot start (its STARTUP_FAILURE), the code this
+        # command line keeps for a failed gate: a port taken between the check and the bind.
+        if stopped.code == uvicorn.config.STARTUP_FAILURE:
+            raise CannotListen(
+                f"serving.host:serving.port {settings.host}:{settings.port}: uvicorn could not "
+                "start listening there (see its message above)"
+            ) from None
+        raise
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """CannotListen, naming the keys, if nothing can listen on host:port now (the port is taken,
+    the host is no address of this machine)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as attempt:
+            attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            attempt.bind(address)
+    except OSError as error:
+        raise CannotListen(
+            f"serving.host:serving.port {host}:{port}: cannot listen there "
+            f"({error.strerror or error}); stop what holds the port or choose another one, "
+            "e.g. --set serving.port=8001"
+        ) from None
+
+
+def app_from_arguments(arguments: dict) -> FastAPI:
+    return create_app(
+        Path(arguments["repo"]),
+        arguments["max_n"],
+        arguments["default_n"],
+        docs=bool(arguments.get("docs", False)),
+    )
 
 
 def app_from_environment() -> FastAPI:
     """create_app with the arguments run_server left in the environment (a uvicorn worker)."""
-    arguments = json.loads(os.environ[APP_ENVIRONMENT])
-    return create_app(Path(arguments["repo"]), arguments["max_n"], arguments["default_n"])
+    return app_from_arguments(json.loads(os.environ[APP_ENVIRONMENT]))
 
 
 def related_lines(config: Config, video_id: str, n: int | None = None) -> str:

@@ -73,9 +73,11 @@ def redis_server_binary() -> str:
 
 
 @contextmanager
-def running_redis(folder: Path, host: str = "127.0.0.1") -> Iterator[RedisServer]:
+def running_redis(
+    folder: Path, host: str = "127.0.0.1", password: str | None = None
+) -> Iterator[RedisServer]:
     """A redis-server on a free port (no RDB snapshots, no AOF; its files in `folder`), up
-    until the block ends."""
+    until the block ends; `password`: clients must give it (requirepass)."""
     import redis
 
     binary = redis_server_binary()
@@ -95,11 +97,12 @@ def running_redis(folder: Path, host: str = "127.0.0.1") -> Iterator[RedisServer
         "no",
         "--dir",
         str(folder),
+        *(["--requirepass", password] if password else []),
     ]
     with open(log_file, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = redis.Redis(host=host, port=port, socket_timeout=1.0)
+        client = redis.Redis(host=host, port=port, socket_timeout=1.0, password=password)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:

@@ -64,6 +64,72 @@ def test_no_champion_or_missing_values():
     assert math.isinf(table["change"].iloc[0])
 
 
+def test_a_zero_champion_is_replaceable_within_the_absolute_tolerance():
+    """From a champion's 0.0 dislike rate the relative change is infinite; the absolute
+    allowance decides: a tiny rate passes, a clearly worse one does not."""
+    tiny, _, reasons = compare_metrics(
+        {"dislike_rate": 0.001}, {"dislike_rate": 0.0}, ["dislike_rate"], LOWER, 0.05, 0.002
+    )
+    assert tiny and not reasons
+    worse, table, reasons = compare_metrics(
+        {"dislike_rate": 0.03}, {"dislike_rate": 0.0}, ["dislike_rate"], LOWER, 0.05, 0.002
+    )
+    assert not worse and table["worse"].tolist() == [True]
+    assert "0.002 absolute" in reasons[0] and "lower is better" in reasons[0]
+    # Away from 0 the relative tolerance still rules when it allows more.
+    promote, _, _ = compare_metrics(
+        {"recall_click": 0.475}, {"recall_click": 0.5}, ["recall_click"], LOWER, 0.06, 0.002
+    )
+    assert promote
+
+
+def register_version(client, tags: dict[str, str], source) -> str:
+    return str(client.create_model_version(MODEL_NAME, str(source), tags=tags).version)
+
+
+def test_run_promote_replaces_a_champion_at_zero_dislike(tmp_path, mlflow_store):
+    """run_promote with the configured absolute tolerance, on a registry of its own: the
+    champion's offline dislike rate is 0.0; a challenger at 0.001 is approved, one at 0.03
+    (or any rate beyond promotion.absolute_tolerance) is rejected."""
+    import json
+
+    from pipelines import workspace as places
+    from pipelines.promote import OFFLINE, run_promote
+
+    config = load_config(
+        overrides=[f"paths.workspace={tmp_path}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"]
+    )
+    assert config.promotion.absolute_tolerance == pytest.approx(0.002)
+    tracking.configure_for(config)
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    (tmp_path / "model").mkdir()
+    recalls = {metric: 0.3 for metric in config.promotion.metrics if metric != "dislike_rate"}
+    champion_tags = {OFFLINE + k: str(v) for k, v in {**recalls, "dislike_rate": 0.0}.items()}
+    champion = register_version(client, champion_tags, tmp_path / "model")
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion)
+    summary_path = places.evaluation_dir(config) / places.EVALUATION_SUMMARY
+    summary_path.parent.mkdir(parents=True)
+    decisions = {}
+    for dislike in (0.001, 0.03):
+        tags = {"output_gate": "passed", "config_digest": f"c{dislike}", "data_digest": "d"}
+        version = register_version(client, tags, tmp_path / "model")
+        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+        summary = {
+            "config_digest": f"c{dislike}",
+            "data_digest": "d",
+            "metrics": {"multi-task": {**recalls, "dislike_rate": dislike}},
+        }
+        summary_path.write_text(json.dumps(summary))
+        decisions[dislike] = run_promote(config)
+    assert decisions[0.001].promote, decisions[0.001].reasons
+    assert decisions[0.001].champion == champion
+    assert not decisions[0.03].promote
+    assert decisions[0.03].reasons[0].startswith("dislike_rate: 0.0300 against the champion's 0.0")
+    tags = client.get_model_version(MODEL_NAME, decisions[0.03].challenger).tags
+    assert tags["promotion"] == "rejected"
+
+
 # The toy world with small networks; the "broken" configuration keeps only near-identical
 # candidates, so its lists are short and its recall falls far below the good one's.
 GOOD = [
@@ -73,7 +139,8 @@ GOOD = [
     "promotion.tolerance=0.2",
     *SMALL_MODELS,
 ]
-BROKEN = [*GOOD, "candidates.threshold=0.99"]
+# A near-empty gate, not filled: a clearly worse table.
+BROKEN = [*GOOD, "candidates.threshold=0.99", "candidates.min_per_source=0"]
 KILL_POINTS = [
     "after:generate",
     "after:validate",

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -203,6 +206,7 @@ def test_nothing_published_is_a_503_until_the_first_publish(tmp_path, published)
             response = client.get(path)
             assert response.status_code == 503
             assert "no related table is published yet" in response.json()["detail"]
+            assert str(tmp_path) not in response.text and "/" not in response.json()["detail"]
         table = published["table"]
         online.publish_table(repo, table, "1")
         video_id = served_videos(table)[0]
@@ -211,6 +215,128 @@ def test_nothing_published_is_a_503_until_the_first_publish(tmp_path, published)
         assert [entry["video_id"] for entry in answer["related"]] == [
             entry["video_id"] for entry in expected_list(table, video_id)
         ]
+
+
+@pytest.fixture
+def repo_copy(published, tmp_path) -> Path:
+    """A copy of the published repo (its registry, online store and pointer) free to break."""
+    return Path(shutil.copytree(published["repo"], tmp_path / "feature_repo"))
+
+
+def assert_unavailable(client: httpx.Client, video_id: str, says: str, where: Path) -> None:
+    """/health and /related answer 503 with the reason, and name no path of the server."""
+    for path in ("/health", f"/related/{video_id}"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.text)
+        assert says in response.json()["detail"], response.text
+        assert str(where) not in response.text and str(Path.cwd()) not in response.text
+
+
+def test_a_corrupt_registry_is_a_503_with_the_reason_then_healed(repo_copy, published):
+    registry = repo_copy / "data" / "registry.db"
+    good = registry.read_bytes()
+    registry.write_bytes(b"\x0a\xff\xff not a registry")
+    video_id = served_videos(published["table"])[0]
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert_unavailable(client, video_id, "Feast registry cannot be read", repo_copy)
+        registry.write_bytes(good)  # repaired: served again without a restart
+        assert client.get("/health").status_code == 200
+        assert client.get(f"/related/{video_id}").status_code == 200
+
+
+def test_a_registry_corrupted_while_serving_turns_health_to_503(repo_copy):
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/health").status_code == 200
+        (repo_copy / "data" / "registry.db").write_bytes(b"\x0a\xff\xff not a registry")
+        response = client.get("/health")
+        assert response.status_code == 503 and "registry" in response.json()["detail"]
+        assert str(repo_copy) not in response.text
+
+
+def test_a_truncated_pointer_is_a_503_with_the_reason(repo_copy, published):
+    pointer = online.related_folder(repo_copy) / online.LIVE_FILE
+    pointer.write_text(pointer.read_text()[:25])
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert_unavailable(client, "v000001", "live pointer (live.json) cannot be read", repo_copy)
+
+
+def test_health_reads_a_row_of_the_live_table(repo_copy, published):
+    """A live copy that lost its rows: /health says so, though pointer and registry read."""
+    live = online.read_live(repo_copy)
+    assert live.probe_video_id in set(published["table"]["video_id"])
+    with sqlite3.connect(repo_copy / "data" / "online_store.db") as db:
+        tables = [
+            name
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if name.endswith(online.view_name(live.color))
+        ]
+        assert tables
+        for name in tables:
+            db.execute(f'DELETE FROM "{name}"')
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.get("/health")
+        assert response.status_code == 503
+        assert f"holds no row of v{live.version} for {live.probe_video_id}" in response.text
+        assert str(repo_copy) not in response.text
+
+
+def test_api_docs_are_off_unless_configured(tmp_path):
+    paths = ("/docs", "/redoc", "/openapi.json")
+    for docs, expected in ((False, [404, 404, 404]), (True, [200, 200, 200])):
+        app = create_app(tmp_path, max_n=MAX_N, default_n=TOP_N, docs=docs)
+        with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            assert [client.get(path).status_code for path in paths] == expected, docs
+    from pipelines.config import load_config
+
+    assert load_config().serving.docs is False
+    assert load_config(overrides=["serving.docs=true"]).serving.docs is True
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 99999])
+def test_serving_port_is_checked_when_the_configuration_loads(port, tmp_path, capsys):
+    from pipelines.cli import EXIT_CONFIG, main
+    from pipelines.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"serving\.port: -?\d+ is not a TCP port \(1\.\.65535\)"):
+        load_config(overrides=[f"serving.port={port}"])
+    assert main(["--workspace", str(tmp_path), "--set", f"serving.port={port}", "serve"]) == (
+        EXIT_CONFIG
+    )
+    assert "serving.port" in capsys.readouterr().err
+
+
+def test_serve_exits_with_its_own_code_when_it_cannot_listen(tmp_path, capsys):
+    from pipelines.cli import EXIT_BIND, EXIT_GATE, main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--workspace", str(tmp_path), "--set", f"serving.port={port}", "serve"])
+    assert code == EXIT_BIND != EXIT_GATE
+    err = capsys.readouterr().err
+    assert f"serving.host:serving.port 127.0.0.1:{port}: cannot listen there" in err
+    assert "Traceback" not in err
+
+
+def test_a_bind_failure_inside_uvicorn_is_not_exit_code_3(tmp_path, monkeypatch, capsys):
+    """The port taken between the check and uvicorn's own bind: uvicorn's exit 3 (the gate's
+    code here) becomes the command line's own code."""
+    from pipelines import serve
+    from pipelines.cli import EXIT_BIND, main
+
+    monkeypatch.setattr(serve, "check_can_listen", lambda host, port: None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--workspace", str(tmp_path), "--set", f"serving.port={port}", "serve"])
+    assert code == EXIT_BIND
+    assert "uvicorn could not start listening" in capsys.readouterr().err
 
 
 def test_create_app_refuses_a_default_above_the_maximum(tmp_path):

@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from pipelines.broken import BrokenState, explain
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.data.io import DataFileError
 from pipelines.feature_store import FeatureStoreError
@@ -26,6 +27,7 @@ from pipelines.lock import WorkspaceBusy, workspace_lock
 EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
 EXIT_BIND = 4  # `serve` cannot listen on serving.host:serving.port
 EXIT_LOCKED = 5  # another run holds the workspace (pipelines/lock.py)
+EXIT_BROKEN = 6  # a workspace file is damaged or cannot be written (pipelines/broken.py)
 READ_ONLY = ("serve", "related")  # commands that never take the workspace's run lock
 QUIET_LOGGERS = (
     "great_expectations",
@@ -86,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("publish", help="make the approved challenger (or the champion) live")
     commands.add_parser("rollback", help="move the champion back to the previous one, live")
+    commands.add_parser(
+        "repair",
+        help="rebuild the live pointer (and a damaged Feast registry) from the champion",
+    )
     commands.add_parser("serve", help="the HTTP service: GET /related/{video_id}?n=, /health")
     related = commands.add_parser("related", help="print a video's live related list")
     related.add_argument("video_id")
@@ -117,12 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"paths.workspace={args.workspace}")
     if args.size:
         overrides.append(f"synthetic.size={args.size}")
+    config = None
     try:
         config = load_config(args.config, overrides)
         if args.command in READ_ONLY:
             return _run(args, config)
         with workspace_lock(config.workspace, f"related-videos {args.command}"):
             return _run(args, config)
+    except BrokenState as error:
+        return _broken(error)
     except WorkspaceBusy as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
@@ -134,9 +143,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Nothing was written downstream.", file=sys.stderr)
         return EXIT_GATE
     except (DataFileError, FeatureStoreError, ValueError) as error:
+        broken = _recognised(error, config)
+        if broken is not None:
+            return _broken(broken)
         logging.getLogger(__name__).debug("the error in full", exc_info=True)  # with --verbose
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DATA
+    except Exception as error:
+        broken = _recognised(error, config)
+        if broken is None:
+            raise
+        return _broken(broken)
+
+
+def _recognised(error: Exception, config: Config | None) -> BrokenState | None:
+    """The broken workspace file behind `error` (pipelines/broken.py), if it is a known one."""
+    if config is None:
+        return None
+    from pipelines.features import feature_repo_dir
+
+    uri = sys.modules["mlflow"].get_tracking_uri() if "mlflow" in sys.modules else ""
+    return explain(error, config.workspace, feature_repo_dir(config), uri)
+
+
+def _broken(error: BrokenState) -> int:
+    """The message alone; the trace of what raised it with --verbose."""
+    logging.getLogger(__name__).debug("the error in full", exc_info=True)
+    print(f"error: {error}", file=sys.stderr)
+    return EXIT_BROKEN
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
@@ -173,7 +207,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from pipelines.ingest import run_ingest
     from pipelines.main import run_main, run_steps, steps_until
     from pipelines.merge import run_merge
-    from pipelines.promote import run_promote, run_publish, run_rollback
+    from pipelines.promote import run_promote, run_publish, run_repair, run_rollback
     from pipelines.train import run_train
     from pipelines.validate import run_validate
 
@@ -218,6 +252,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         print(f"report: {experiment.folder}")
     elif command == "promote":
         print(_decision_lines(run_promote(config)))
+    elif command == "repair":
+        print(f"repaired: {_published_line(run_repair(config))}")
     elif command in ("publish", "rollback"):
         print(
             _published_line(run_publish(config) if command == "publish" else run_rollback(config))

@@ -291,6 +291,7 @@ class ServingConfig:
     max_n: int
     workers: int
     docs: bool = False
+    max_header_bytes: int = 65536
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,11 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         )
     if not 1 <= config.serving.port <= 65535:
         raise ConfigError(f"serving.port: {config.serving.port} is not a TCP port (1..65535)")
+    if config.serving.max_header_bytes < 1024:
+        raise ConfigError(
+            f"serving.max_header_bytes: {config.serving.max_header_bytes} is below 1024, too "
+            "small for an ordinary request's headers"
+        )
     config.synthetic.preset  # noqa: B018  (validates synthetic.size)
     return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
 

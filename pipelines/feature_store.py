@@ -174,13 +174,38 @@ def open_store(repo: Path):
     return FeatureStore(repo_path=str(repo))
 
 
+def close_store(store: object) -> None:
+    """Close the connection the store's online store holds, if it opened one: SQLite's
+    connection (a file handle on online_store.db) or Redis's client. Feast opens it on first use
+    and closes it only in `teardown`, which deletes the data: a process that opens a store per
+    publish would otherwise keep one handle per store it ever opened. A closed store still
+    works: Feast opens a new connection on its next use."""
+    provider = getattr(store, "_provider", None)
+    online_store = getattr(provider, "_online_store", None)
+    if online_store is None:  # never used for an online read or write: nothing was opened
+        return
+    for attribute in ("_conn", "_client"):  # SqliteOnlineStore, RedisOnlineStore
+        connection = getattr(online_store, attribute, None)
+        if connection is None:
+            continue
+        try:
+            connection.close()
+        except Exception as error:  # a connection that cannot close has nothing left to free
+            log.debug("closing the online store's connection: %s", error)
+        setattr(online_store, attribute, None)
+
+
 def materialize(
     repo: Path, start: datetime, end: datetime, views: Sequence[str] | None = None
 ) -> None:
     """Load the views' latest values in [start, end] into the online store (all views when
     `views` is None)."""
     views = None if views is None else list(views)
-    open_store(repo).materialize(start_date=start, end_date=end, feature_views=views)
+    store = open_store(repo)
+    try:
+        store.materialize(start_date=start, end_date=end, feature_views=views)
+    finally:
+        close_store(store)
 
 
 def historical_features(
@@ -220,19 +245,26 @@ def online_features(
     from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
     from google.protobuf.message import DecodeError
 
-    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
-        try:
-            if store is None:
-                store = open_store(repo)
-            elif attempt > 1:
-                store.refresh_registry()
-            refs = (
-                store.get_feature_service(features) if isinstance(features, str) else list(features)
-            )
-            found = store.get_online_features(features=refs, entity_rows=list(entity_rows))
-            return found.to_df()
-        except (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError):
-            if attempt == REGISTRY_ATTEMPTS:
-                raise
-            time.sleep(REGISTRY_PAUSE_S * attempt)
-    raise AssertionError("unreachable")
+    opened_here = store is None
+    try:
+        for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+            try:
+                if store is None:
+                    store = open_store(repo)
+                elif attempt > 1:
+                    store.refresh_registry()
+                refs = (
+                    store.get_feature_service(features)
+                    if isinstance(features, str)
+                    else list(features)
+                )
+                found = store.get_online_features(features=refs, entity_rows=list(entity_rows))
+                return found.to_df()
+            except (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError):
+                if attempt == REGISTRY_ATTEMPTS:
+                    raise
+                time.sleep(REGISTRY_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
+    finally:
+        if opened_here and store is not None:
+            close_store(store)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.broken import READ_ONLY_ERRNOS, read_only
 from pipelines.data.io import DataFileError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ def workspace_lock(workspace: Path, command: str = "") -> Iterator[Holder]:
         workspace.mkdir(parents=True, exist_ok=True)
         descriptor = _acquire(workspace, path)
     except OSError as error:
+        if error.errno in READ_ONLY_ERRNOS:
+            raise read_only(path, workspace, error.strerror or str(error)) from error
         raise DataFileError(
             f"{path}: cannot create the workspace's run lock ({error.strerror or error}); "
             "the workspace must be writable"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines import faults, feature_store
+from pipelines.broken import damaged_pointer
 from pipelines.feature_store import RELATED_COLORS, TIMESTAMP, FeatureStoreError
 from pipelines.redaction import redact
 
@@ -70,11 +71,15 @@ def related_folder(repo: Path) -> Path:
 
 
 def read_live(repo: Path) -> Live | None:
-    """The pointer, or None before the first publish."""
+    """The pointer, or None before the first publish; BrokenState naming the file if it is
+    damaged (cut short, not a pointer)."""
     path = related_folder(repo) / LIVE_FILE
     if not path.exists():
         return None
-    live = Live(**json.loads(path.read_text()))
+    try:
+        live = Live(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as error:  # not JSON, not an object, not the pointer's keys
+        raise damaged_pointer(path, error) from error
     # redact(): pointers written before identities were redacted still match.
     return live if redact(live.store) in ("", store_identity(repo)) else None
 
@@ -124,8 +129,11 @@ def write_copy(repo: Path, table: pd.DataFrame, version: str, color: str) -> int
     feature_store.write_atomically(rows, related_folder(repo) / f"{color}.parquet")
     faults.checkpoint("publish:copy-written")
     store = feature_store.open_store(repo)
-    for start in range(0, len(rows), WRITE_BATCH):
-        store.write_to_online_store(view_name(color), rows.iloc[start : start + WRITE_BATCH])
+    try:
+        for start in range(0, len(rows), WRITE_BATCH):
+            store.write_to_online_store(view_name(color), rows.iloc[start : start + WRITE_BATCH])
+    finally:
+        feature_store.close_store(store)
     return len(rows)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from pipelines import faults, feature_store, online, registry, tracking, workspace
+from pipelines.broken import BrokenState
 from pipelines.config import Config
 from pipelines.data.io import DataFileError
 from pipelines.evaluate import LOWER_IS_BETTER
@@ -194,6 +196,49 @@ def run_rollback(config: Config) -> Published:
     published = _publish(config, client, previous, champion, record_previous=False)
     client.set_model_version_tag(MODEL_NAME, champion, "rolled_back_to", previous)
     return published
+
+
+def run_repair(config: Config) -> Published:
+    """Rebuild what readers need from the model registry's champion: the Feast registry (`feast
+    apply`) if it cannot be read, and the live pointer, by publishing the champion's table
+    again. A damaged pointer is kept beside, as live.json.broken. Nothing to do when the
+    pointer reads and names the champion."""
+    client = mlflow.MlflowClient()
+    repo = feature_repo_dir(config)
+    champion = _alias(client, CHAMPION)
+    if champion is None:
+        raise DataFileError(
+            f"{MODEL_NAME}: no champion in the model registry to repair from; run "
+            "`related-videos main` (or promote and publish)"
+        )
+    if not _registry_reads(repo, config):
+        # `feast apply` reads the registry first: a damaged one has to go before it can run.
+        damaged = repo / "data" / "registry.db"
+        if damaged.exists():
+            os.replace(damaged, damaged.with_name("registry.db.broken"))
+        log.warning("%s: the Feast registry cannot be read; rebuilding it (feast apply)", damaged)
+        feature_store.apply(repo)
+    pointer = online.related_folder(repo) / online.LIVE_FILE
+    try:
+        online.read_live(repo)
+    except BrokenState as error:
+        kept = pointer.with_name(f"{online.LIVE_FILE}.broken")
+        os.replace(pointer, kept)
+        log.warning("%s; kept it as %s, publishing the champion v%s", error, kept, champion)
+    return _publish(config, client, champion, champion, record_previous=False)
+
+
+def _registry_reads(repo: Path, config: Config) -> bool:
+    """Whether the repo's Feast registry file reads (and defines the related-video copies)."""
+    try:
+        store = feature_store.open_store(repo)
+        store.registry.get_feature_view(
+            online.view_name(feature_store.RELATED_COLORS[0]), store.project, allow_cache=False
+        )
+        return True
+    except Exception as error:  # whatever Feast raises on a damaged or missing registry
+        log.debug("the Feast registry of %s does not read: %s", repo, error)
+        return False
 
 
 def finish_interrupted_publish(config: Config, client: mlflow.MlflowClient | None = None) -> None:

@@ -1,5 +1,8 @@
 """Log a trained model into the active MLflow run and register it: models from code
 (pipelines/model_code/), artifacts beside, each version tagged with its data and configuration.
+
+Loading a model from code runs its stored `.py`: each version records the code's sha256 when it
+is registered (tag `code_sha256`), and load_model refuses a version whose stored code differs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature, infer_signature
 
 MODEL_CODE = Path(__file__).resolve().parent / "model_code"
+CODE_DIGEST_TAG = "code_sha256"
 # What a registered model needs to load; the versions are the project's pins.
 REQUIREMENTS = ("mlflow", "pandas", "numpy", "pyarrow")
 
@@ -38,9 +42,54 @@ def register(
     )
     client = mlflow.MlflowClient()
     version = client.get_model_version(name, str(info.registered_model_version))
-    for key, value in tags.items():
+    code_digest = sha256_of(MODEL_CODE / f"{code}.py")  # the bytes log_model stored beside it
+    for key, value in {**tags, CODE_DIGEST_TAG: code_digest}.items():
         client.set_model_version_tag(name, version.version, key, str(value))
     return client.get_model_version(name, version.version)
+
+
+def load_model(name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
+    """The registered model `name` `version`, loaded only after its stored code file matched the
+    sha256 recorded at registration; BrokenState (the command line's exit code 6) if it does
+    not, or if no digest was recorded. The files are checked and loaded from one local copy."""
+    import tempfile
+
+    import yaml
+
+    from pipelines.broken import BrokenState
+
+    uri = f"models:/{name}/{version}"
+    recorded = mlflow.MlflowClient().get_model_version(name, version).tags.get(CODE_DIGEST_TAG)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        code_file = local / Path(flavor.get("model_code_path") or "").name
+        if not flavor.get("model_code_path") or not code_file.is_file():
+            raise BrokenState(f"{uri}: no model code file among its files; register it again")
+        found = sha256_of(code_file)
+        if recorded != found:
+            why = (
+                "no code_sha256 was recorded when it was registered"
+                if not recorded
+                else f"its sha256 is {found[:12]}..., {recorded[:12]}... was recorded when it "
+                "was registered"
+            )
+            raise BrokenState(
+                f"{uri}: refusing to load it: its stored code file {code_file.name} cannot be "
+                f"trusted ({why}); loading would run that code. Someone with write access to the "
+                "artifact store may have changed it: restore the file, or register the model "
+                "again (rerun the step that made it)."
+            )
+        return mlflow.pyfunc.load_model(str(local))
+
+
+def sha256_of(path: str | Path) -> str:
+    """The full sha256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # Sections that do not change what the models or the table are: where things go, how they are
@@ -61,11 +110,7 @@ def digest(payload: object) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return sha256_of(path)[:12]
 
 
 def _pinned(package: str) -> str:

@@ -13,6 +13,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +24,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pipelines import feature_store, online
+from pipelines.broken import BrokenState
 from pipelines.config import Config
+from pipelines.http_limits import uvicorn_settings
 from pipelines.online import Live, NothingPublished, RelatedList
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,11 @@ class Health(BaseModel):
 class LiveReader:
     """Reads related lists through the live pointer. The pointer (and a Feast store opened on
     the repo, kept for reuse) is read again only when the pointer file changes, which a publish
-    does with one rename: a new table is served from the next request on."""
+    does with one rename: a new table is served from the next request on.
+
+    A store replaced (a new pointer, or a failed read) is closed, with its online store's
+    connection, once the last request reading through it is done: a long-lived worker keeps
+    one connection, however many publishes it sees."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = Path(repo)
@@ -85,39 +93,71 @@ class LiveReader:
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._state: tuple[Live, object] | None = None
+        self._readers: dict[int, int] = {}  # id(store): requests reading through it now
+        self._retired: list[object] = []  # replaced stores still being read: closed when idle
 
-    def live(self) -> tuple[Live, object]:
-        """The live pointer and the open store; NothingPublished before the first publish."""
+    @contextmanager
+    def reading(self) -> Iterator[tuple[Live, object]]:
+        """The live pointer and the open store, which stays open until the block ends;
+        NothingPublished before the first publish, Unavailable if the pointer cannot be read."""
+        live, store = self._acquire()
+        try:
+            yield live, store
+        finally:
+            with self._lock:
+                left = self._readers.pop(id(store)) - 1
+                if left:
+                    self._readers[id(store)] = left
+                self._close_idle()
+
+    def _acquire(self) -> tuple[Live, object]:
         try:
             stat = os.stat(self._pointer)
         except FileNotFoundError:
             raise NothingPublished(NOT_PUBLISHED) from None
         # Stat before reading: a pointer replaced in between is read again on the next call.
         signature = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
-        state = self._state
-        if signature != self._signature or state is None:
-            with self._lock:
-                if signature != self._signature or self._state is None:
-                    try:
-                        live = online.read_live(self.repo)
-                    except (OSError, ValueError, TypeError) as error:
-                        log.warning("%s: cannot read the live pointer: %s", self._pointer, error)
-                        raise Unavailable(
-                            "the live pointer (live.json) cannot be read; publish again or roll "
-                            "back to rewrite it"
-                        ) from error
-                    if live is None:
-                        log.warning("%s: the pointer is for another online store", self._pointer)
-                        raise NothingPublished(NOT_PUBLISHED)
-                    # A fresh store also picks up a registry that `feast apply` changed.
-                    self._state = (live, feature_store.open_store(self.repo))
-                    self._signature = signature
-                    log.info("serving related-videos v%s (%s copy)", live.version, live.color)
-                state = self._state
-        return state
+        with self._lock:
+            if signature != self._signature or self._state is None:
+                try:
+                    live = online.read_live(self.repo)
+                except (OSError, ValueError, TypeError, BrokenState) as error:
+                    log.warning("%s: cannot read the live pointer: %s", self._pointer, error)
+                    raise Unavailable(
+                        "the live pointer (live.json) cannot be read; run `related-videos "
+                        "repair`, or publish again, to rewrite it"
+                    ) from error
+                if live is None:
+                    log.warning("%s: the pointer is for another online store", self._pointer)
+                    raise NothingPublished(NOT_PUBLISHED)
+                # A fresh store also picks up a registry that `feast apply` changed.
+                self._replace((live, feature_store.open_store(self.repo)), signature)
+                log.info("serving related-videos v%s (%s copy)", live.version, live.color)
+            live, store = self._state
+            self._readers[id(store)] = self._readers.get(id(store), 0) + 1
+        return live, store
+
+    def _replace(self, state: tuple[Live, object] | None, signature: tuple | None) -> None:
+        """Install `state` (None: forget the store); retire the store it replaces. Under the
+        lock."""
+        if self._state is not None:
+            self._retired.append(self._state[1])
+        self._state, self._signature = state, signature
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        """Close the retired stores no request reads through any more. Under the lock."""
+        busy = [store for store in self._retired if id(store) in self._readers]
+        for store in self._retired:
+            if id(store) not in self._readers:
+                feature_store.close_store(store)
+        self._retired = busy
 
     def related(self, video_id: str) -> RelatedList | None:
-        live, store = self.live()
+        with self.reading() as (live, store):
+            return self._related(live, store, video_id)
+
+    def _related(self, live: Live, store: object, video_id: str) -> RelatedList | None:
         try:
             return online.read_related(self.repo, [video_id], live=live, store=store)[video_id]
         except Exception as error:  # whatever Feast raises: the store, not the request, failed
@@ -127,23 +167,23 @@ class LiveReader:
         """Read what /related reads, now: the pointer, the live copy's definition in the Feast
         registry (from the registry file, not a cached copy) and the row of the pointer's probe
         video. The live pointer if all of it reads; else Unavailable with the reason."""
-        live, store = self.live()
-        for attempt in range(1, REGISTRY_ATTEMPTS + 1):
-            try:
-                store.registry.get_feature_view(
-                    online.view_name(live.color), store.project, allow_cache=False
+        with self.reading() as (live, store):
+            for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+                try:
+                    store.registry.get_feature_view(
+                        online.view_name(live.color), store.project, allow_cache=False
+                    )
+                    break
+                except Exception as error:
+                    if attempt == REGISTRY_ATTEMPTS:
+                        raise self._unavailable(store, error, registry=True) from error
+                    time.sleep(REGISTRY_PAUSE_S * attempt)
+            probe = live.probe_video_id or FALLBACK_PROBE
+            if self._related(live, store, probe) is None and live.probe_video_id:
+                raise Unavailable(
+                    f"the live copy ({live.color}) holds no row of v{live.version} for {probe}, "
+                    "a video of its table; publish again"
                 )
-                break
-            except Exception as error:
-                if attempt == REGISTRY_ATTEMPTS:
-                    raise self._unavailable(store, error, registry=True) from error
-                time.sleep(REGISTRY_PAUSE_S * attempt)
-        probe = live.probe_video_id or FALLBACK_PROBE
-        if self.related(probe) is None and live.probe_video_id:
-            raise Unavailable(
-                f"the live copy ({live.color}) holds no row of v{live.version} for {probe}, "
-                "a video of its table; publish again"
-            )
         return live
 
     def _unavailable(self, store: object, error: Exception, registry: bool = False) -> Unavailable:
@@ -154,7 +194,7 @@ class LiveReader:
         log.warning("%s: the live table cannot be read", self.repo, exc_info=error)
         with self._lock:
             if self._state is not None and self._state[1] is store:
-                self._state, self._signature = None, None
+                self._replace(None, None)
         if registry or isinstance(error, DecodeError) or "NotFound" in type(error).__name__:
             return Unavailable(
                 "the Feast registry cannot be read; run `feast apply` in the feature repo, then "
@@ -270,7 +310,12 @@ def run_server(config: Config) -> None:
         "related videos of %s on http://%s:%d/related/{video_id} (health: /health), %d worker(s)",
         *(repo, settings.host, settings.port, settings.workers),
     )
-    where = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    where = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        **uvicorn_settings(settings.max_header_bytes),
+    }
     try:
         if settings.workers == 1:
             uvicorn.run(app, **where)

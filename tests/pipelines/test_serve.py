@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx2 as httpx
@@ -69,11 +69,14 @@ def next_version(repo: Path) -> int:
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
-    """uvicorn on a free loopback port in a background thread; yields the base URL."""
+def serving(app, **settings) -> Iterator[str]:
+    """uvicorn on a free loopback port in a background thread, with uvicorn.Config `settings`;
+    yields the base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **settings
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -282,6 +285,82 @@ def test_health_reads_a_row_of_the_live_table(repo_copy, published):
         assert response.status_code == 503
         assert f"holds no row of v{live.version} for {live.probe_video_id}" in response.text
         assert str(repo_copy) not in response.text
+
+
+def open_handles(path: Path) -> int:
+    """How many file descriptors of this process are open on `path` (Linux's /proc)."""
+    target, count = str(path.resolve()), 0
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):  # closed since the listing
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+    return count
+
+
+PUBLISHES = 50
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts handles through /proc")
+def test_publishes_do_not_leak_online_store_connections(repo_copy, published):
+    """Each pointer change makes the service open a new store; the replaced one's SQLite
+    connection is closed: the handles on online_store.db stay as many over 50 publishes."""
+    database = repo_copy / "data" / "online_store.db"
+    videos = sorted(published["table"]["video_id"].unique())[:4]
+    small = published["table"][published["table"]["video_id"].isin(videos)]
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get(f"/related/{videos[0]}").status_code == 200
+        assert client.get("/health").status_code == 200
+        before = open_handles(database)
+        assert before >= 1  # the service's own connection: the count sees it
+        counts = []
+        for _ in range(PUBLISHES):
+            version = str(next_version(repo_copy))
+            online.publish_table(repo_copy, small, version)
+            answer = client.get(f"/related/{videos[0]}")
+            assert answer.status_code == 200 and answer.json()["version"] == version
+            assert client.get("/health").status_code == 200
+            counts.append(open_handles(database))
+    assert max(counts) <= before, f"handles on {database.name}: {before} before, then {counts}"
+
+
+def raw_get(url: str, path: str, header_bytes: int) -> bytes:
+    """GET `path` through a plain socket with one header of `header_bytes` bytes; what the
+    server answered before it closed (b"" if it reset the connection first)."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Padding: {'a' * header_bytes}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        try:
+            connection.sendall(head)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):  # refused while the head still came
+            pass
+    return answer
+
+
+def test_request_heads_over_max_header_bytes_are_refused(tmp_path):
+    """serving.max_header_bytes (default 64 KiB) bounds a request's line and headers: a head
+    over it is refused with 431 (or the connection is dropped while it is still being sent,
+    for a 16 MB one), never answered; the server serves normal requests after."""
+    from pipelines.config import load_config
+    from pipelines.http_limits import uvicorn_settings
+
+    limit = load_config().serving.max_header_bytes
+    assert limit == 65536
+    app = create_app(tmp_path, max_n=MAX_N, default_n=TOP_N)  # nothing published: 503
+    with serving(app, **uvicorn_settings(limit)) as url:
+        assert raw_get(url, "/health", 1000).startswith(b"HTTP/1.1 503")
+        assert raw_get(url, "/health", limit - 1000).startswith(b"HTTP/1.1 503")
+        assert raw_get(url, "/health", limit + 1000).startswith(b"HTTP/1.1 431")
+        huge = raw_get(url, "/health", 16 * 1024 * 1024)
+        assert huge == b"" or huge.startswith(b"HTTP/1.1 431"), huge[:100]
+        assert raw_get(url, "/health", 1000).startswith(b"HTTP/1.1 503")
+    with pytest.raises(Exception, match="serving.max_header_bytes"):
+        load_config(overrides=["serving.max_header_bytes=100"])
 
 
 def test_api_docs_are_off_unless_configured(tmp_path):

@@ -197,11 +197,15 @@ def _comparisons_html(summary: Mapping) -> str:
     header, rows = _comparison_rows(summary)
     if not header:
         return "<p>(the full method was not evaluated)</p>"
+    return f"<p>{html.escape(COMPARISON_NOTE)}</p>{_html_table(header, rows)}"
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
     )
-    return f"<p>{html.escape(COMPARISON_NOTE)}</p><table><tr>{head}</tr>{body}</table>"
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _diagnostics_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
@@ -296,15 +300,11 @@ def _diagnostics_html(summary: Mapping) -> str:
     header, rows = _diagnostics_rows(summary)
     if not header:
         return "<p>(no merged method evaluated)</p>"
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
     fusion = summary.get("fusion")
     note = (
         f"<p>Weighting of the full method: {html.escape(fusion['weighting'])}</p>" if fusion else ""
     )
-    return f"<table><tr>{head}</tr>{body}</table>{note}"
+    return f"{_html_table(header, rows)}{note}"
 
 
 def _plot_change(change: pd.DataFrame, baseline: str, lower: set, path: Path) -> None:

@@ -25,6 +25,7 @@ from models.calibration import (
     validation_auc,
 )
 from models.merge import rank_related
+from models.metrics import per_source_figures
 from models.vectors import ItemVectors
 from models.weights import ObjectiveWeights, equal_weights, fit_transition_weights
 
@@ -336,28 +337,11 @@ def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, s
             continue
         positives = heldout.loc[heldout[column] == 1, ["source_video_id", "video_id"]]
         positives = positives.astype(str).drop_duplicates()
-        for metric, values in per_source(lists, positives, settings.at).items():
+        for metric, values in per_source_figures(lists, positives, settings.at).items():
             parts.append(values.rename(f"{metric}_{name}"))
     if not parts:
         return pd.Series(dtype=float)
     return pd.concat({part.name: part for part in parts})
-
-
-def per_source(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> dict[str, pd.Series]:
-    """recall@n and NDCG@n of each source with positives (their means are `recall_at_n` and
-    `ndcg_at_n`)."""
-    n_positives = positives.groupby("source_video_id").size()
-    top = lists[lists["rank"] <= n][["video_id", "rank", "related_video_id"]]
-    hits = top.merge(
-        positives.rename(columns={"source_video_id": "video_id", "video_id": "related_video_id"}),
-        on=["video_id", "related_video_id"],
-    )
-    count = hits.groupby("video_id").size().reindex(n_positives.index, fill_value=0)
-    gains = pd.Series(1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0))
-    dcg = gains.groupby(hits["video_id"].to_numpy()).sum().reindex(n_positives.index, fill_value=0)
-    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
-    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1]
-    return {"recall": count / n_positives, "ndcg": dcg / idcg}
 
 
 def _figures(judged: pd.Series) -> dict[str, float]:

@@ -63,34 +63,33 @@ def _hits(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> tuple[pd.Seri
     return n_positives, hits
 
 
+def per_source_figures(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> pd.DataFrame:
+    """recall@n and NDCG@n of each source with a positive (0 where it has no list), indexed by
+    source: their means are `recall_at_n` and `ndcg_at_n`."""
+    n_positives, hits = _hits(lists, positives, n)
+    count = hits.groupby("source_video_id").size().reindex(n_positives.index, fill_value=0)
+    gains = pd.Series(
+        1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0),
+        index=hits["source_video_id"].to_numpy(),
+    )
+    dcg = gains.groupby(level=0).sum().reindex(n_positives.index, fill_value=0.0)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
+    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1] if len(n_positives) else []
+    return pd.DataFrame({"recall": count / n_positives, "ndcg": dcg / idcg})
+
+
 def recall_at_n(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> float:
     """Mean over sources with a positive of |top-n list ∩ positives| / |positives|.
 
     A source with positives but no list counts as 0; NaN when there are no positives at all."""
-    n_positives, hits = _hits(lists, positives, n)
-    if n_positives.empty:
-        return float("nan")
-    n_hits = hits.groupby("source_video_id").size().reindex(n_positives.index, fill_value=0)
-    return float((n_hits / n_positives).mean())
+    return float(per_source_figures(lists, positives, n)["recall"].mean())
 
 
 def ndcg_at_n(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> float:
     """Binary-relevance NDCG@n averaged over sources with a positive (0 where no list).
 
     DCG = sum over hits of 1 / log2(rank + 1); IDCG = sum_{i=1..min(n, |positives|)} 1/log2(i+1)."""
-    n_positives, hits = _hits(lists, positives, n)
-    if n_positives.empty:
-        return float("nan")
-    gains = 1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0)
-    dcg = (
-        pd.Series(gains, index=hits["source_video_id"].to_numpy())
-        .groupby(level=0)
-        .sum()
-        .reindex(n_positives.index, fill_value=0.0)
-    )
-    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
-    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1]
-    return float((dcg.to_numpy() / idcg).mean())
+    return float(per_source_figures(lists, positives, n)["ndcg"].mean())
 
 
 def dislike_rate_at_n(
@@ -104,13 +103,27 @@ def dislike_rate_at_n(
     rate is the number of kept pairs that appear in `disliked_pairs` divided by the number kept.
     Recommendations never shown carry no evidence either way and are ignored. NaN if none of the
     recommended pairs were shown."""
+    counts = _dislike_counts(lists, disliked_pairs, shown_pairs, n)
+    if not counts["shown"].sum():
+        return float("nan")
+    return float(counts["disliked"].sum() / counts["shown"].sum())
+
+
+def _dislike_counts(
+    lists: pd.DataFrame, disliked_pairs: pd.DataFrame, shown_pairs: pd.DataFrame, n: int
+) -> pd.DataFrame:
+    """Per source: its top-n pairs that test users were shown, and how many of them they
+    disliked (columns shown, disliked)."""
     top = _top(lists, n)[["video_id", "related_video_id"]].drop_duplicates()
     top.columns = PAIR
     shown = top.merge(shown_pairs[PAIR].drop_duplicates(), on=PAIR)
-    if shown.empty:
-        return float("nan")
-    disliked = shown.merge(disliked_pairs[PAIR].drop_duplicates(), on=PAIR)
-    return len(disliked) / len(shown)
+    disliked = disliked_pairs[PAIR].drop_duplicates().assign(disliked=1.0)
+    seen = shown.merge(disliked, on=PAIR, how="left")
+    return (
+        seen.assign(shown=1.0, disliked=seen["disliked"].fillna(0.0))
+        .groupby("source_video_id")[["shown", "disliked"]]
+        .sum()
+    )
 
 
 def relevance(lists: pd.DataFrame, n: int, threshold: float) -> dict[str, float]:
@@ -183,21 +196,6 @@ def change_vs_baseline(
     return change
 
 
-def per_source_figures(lists: pd.DataFrame, positives: pd.DataFrame, n: int) -> pd.DataFrame:
-    """recall@n and NDCG@n of each source with a positive (0 where it has no list), indexed by
-    source: their means are `recall_at_n` and `ndcg_at_n`."""
-    n_positives, hits = _hits(lists, positives, n)
-    count = hits.groupby("source_video_id").size().reindex(n_positives.index, fill_value=0)
-    gains = pd.Series(
-        1.0 / np.log2(hits["rank"].to_numpy(dtype=float) + 1.0),
-        index=hits["source_video_id"].to_numpy(),
-    )
-    dcg = gains.groupby(level=0).sum().reindex(n_positives.index, fill_value=0.0)
-    ideal = np.cumsum(1.0 / np.log2(np.arange(1, n + 1) + 1.0))
-    idcg = ideal[np.minimum(n_positives.to_numpy(), n) - 1] if len(n_positives) else []
-    return pd.DataFrame({"recall": count / n_positives, "ndcg": dcg / idcg})
-
-
 def paired_comparison(
     lists_a: pd.DataFrame,
     lists_b: pd.DataFrame,
@@ -240,18 +238,8 @@ def _bootstrap_mean(values: np.ndarray, resamples: int, rng: np.random.Generator
 
 def _dislike_difference(lists_a, lists_b, test_events, n, resamples, rng) -> dict:
     """Pooled dislike rate of a minus b, the sources resampled together for both."""
-    shown = shown_pairs(test_events)
-    disliked = test_pairs(test_events, "disliked").assign(disliked=1.0)
-    counts = []
-    for lists in (lists_a, lists_b):
-        top = _top(lists, n)[["video_id", "related_video_id"]].drop_duplicates()
-        top.columns = PAIR
-        seen = top.merge(shown, on=PAIR).merge(disliked, on=PAIR, how="left")
-        counts.append(
-            seen.assign(shown=1.0, disliked=seen["disliked"].fillna(0.0))
-            .groupby("source_video_id")[["shown", "disliked"]]
-            .sum()
-        )
+    shown, disliked = shown_pairs(test_events), test_pairs(test_events, "disliked")
+    counts = [_dislike_counts(lists, disliked, shown, n) for lists in (lists_a, lists_b)]
     both = counts[0].join(counts[1], how="outer", lsuffix="_a", rsuffix="_b").fillna(0.0)
     if both.empty or not both["shown_a"].sum() or not both["shown_b"].sum():
         return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "sources": 0}

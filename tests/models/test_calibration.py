@@ -21,7 +21,6 @@ from models.fusion import (
     fallback_rate,
     fit_fusion,
     objective_scores,
-    per_source,
 )
 from models.vectors import ItemVectors
 from models.weights import fit_objective_weights, fit_transition_weights
@@ -241,7 +240,7 @@ def test_a_weighting_must_beat_the_preferred_one_beyond_noise_to_be_chosen():
 
 
 def test_per_source_figures_average_to_the_metrics():
-    from models.metrics import ndcg_at_n, recall_at_n
+    from models.metrics import ndcg_at_n, per_source_figures, recall_at_n
 
     lists = pd.DataFrame(
         {
@@ -253,6 +252,6 @@ def test_per_source_figures_average_to_the_metrics():
     positives = pd.DataFrame(
         {"source_video_id": ["a", "a", "b", "c"], "video_id": ["y", "q", "z", "x"]}
     )
-    figures = per_source(lists, positives, 3)
+    figures = per_source_figures(lists, positives, 3)
     assert figures["recall"].mean() == pytest.approx(recall_at_n(lists, positives, 3))
     assert figures["ndcg"].mean() == pytest.approx(ndcg_at_n(lists, positives, 3))

@@ -41,7 +41,7 @@ def distinct_scores(table: pd.DataFrame) -> pd.Series:
 
 def score_diagnostics(table: pd.DataFrame, objective_names: Sequence[str]) -> dict[str, float]:
     """Summary numbers of a related table (video_id, rank, related_video_id, score,
-    contribution_<name> per objective, reason_objective missing where no objective adds):
+    contribution_<name> per signal, reason_objective missing where no signal lifts the pair):
 
     tied_list_share: share of lists of >= 2 rows whose scores all equal the first;
     distinct_scores_per_list_mean: mean number of distinct scores per list;

@@ -2,6 +2,10 @@
 each side's cosine, whether the two-tower side earns its place, and which objective weighting
 (retention, transitions, equal) orders the lists best on a later validation slice.
 
+The transition weighting also weighs the pair's own evidence (`EVIDENCE`: content similarity,
+co-click Jaccard and count, the candidate's popularity), the signals of the simple lists the method
+must beat: a list learnt over its inputs should never lose to one of them.
+
 The held-out events are training events no stage-2 model saw. Their earlier part fits the maps
 and the transition weights; their later part (never a test day) judges the choices; the maps and
 weights are then refit on all of them. Pure: arrays and DataFrames in, a `Fusion` out.
@@ -17,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from models.calibration import (
+    COCLICKS,
+    COOCCURRENCE,
     ObjectiveCalibration,
     fit_objective,
     objective_score,
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Vectors = Mapping[str, tuple[ItemVectors | None, ItemVectors | None]]
 WEIGHTINGS = ("transitions", "equal", "retention")
+# The pair's evidence the transition weighting may weigh beside the objectives (always adding).
+EVIDENCE = ("content", "cooccurrence", "coclicks", "popularity")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class FusionSettings:
     two_tower_min_gain: float  # validation AUC the two-tower side must add to stay in
     listwise: bool  # transition weights by a softmax over each source's candidates
     selection_z: float  # standard errors another weighting must win by on validation
+    evidence: tuple[str, ...] = ()  # of EVIDENCE: weighed beside the objectives by transitions
+    popularity_of: str = "click"  # the objective whose training positives are "popularity"
 
 
 @dataclass
@@ -128,14 +138,69 @@ def fallback_rate(
     return candidates.map(smoothed).fillna(rate).to_numpy(dtype=np.float64)
 
 
+def evidence_columns(
+    pairs: pd.DataFrame, priors: pd.DataFrame, names: Sequence[str], popularity_of: str
+) -> dict[str, np.ndarray]:
+    """Per name of `names` (of EVIDENCE), the pair's evidence: content similarity, co-click
+    Jaccard and log1p co-click count (the pairs' `cooccurrence` and `coclicks` columns; 0 where
+    absent) and log1p of the candidate's training positives of `popularity_of`."""
+    unknown = sorted(set(names) - set(EVIDENCE))
+    if unknown:
+        raise ValueError(f"evidence: {unknown} are not of {EVIDENCE}")
+    columns = {}
+    for name in names:
+        if name == "content":
+            columns[name] = pairs["content_similarity"].to_numpy(dtype=np.float64)
+        elif name == "popularity":
+            column = f"positives_{popularity_of}"
+            positives = priors[column] if column in priors else pd.Series(dtype=float)
+            candidates = pairs["candidate_video_id"].astype(str)
+            values = candidates.map(positives).fillna(0.0).to_numpy(dtype=np.float64)
+            columns[name] = np.log1p(values)
+        else:
+            column = COOCCURRENCE if name == "cooccurrence" else COCLICKS
+            columns[name] = (
+                pairs[column].to_numpy(dtype=np.float64)
+                if column in pairs
+                else np.zeros(len(pairs))
+            )
+    return columns
+
+
+def signal_scores(
+    pairs: pd.DataFrame,
+    vectors: Vectors,
+    priors: pd.DataFrame,
+    calibrations: Mapping[str, ObjectiveCalibration | None],
+    objectives: Sequence[FusionObjective],
+    settings: FusionSettings,
+    two_tower: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Every signal the merge weighs: each objective's s^k, then the pair's evidence."""
+    scores = objective_scores(
+        pairs, vectors, priors, calibrations, objectives, settings.prior_strength, two_tower
+    )
+    names = [o.name for o in objectives]
+    clash = sorted(set(names) & set(settings.evidence))
+    if clash:
+        raise ValueError(f"evidence: {clash} are also objective names")
+    return {**scores, **evidence_columns(pairs, priors, settings.evidence, settings.popularity_of)}
+
+
 def weighted_score(
     scores: Mapping[str, np.ndarray],
     objectives: Sequence[FusionObjective],
     weights: Mapping[str, float],
 ) -> np.ndarray:
-    return np.sum(
+    """sum_k sign_k a_k w_k s^k over the objectives, plus w_e x_e over any evidence weighed."""
+    total = np.sum(
         [o.sign * o.manual_weight * weights[o.name] * scores[o.name] for o in objectives], axis=0
     )
+    names = {o.name for o in objectives}
+    for name, weight in weights.items():
+        if name not in names and weight:
+            total = total + weight * scores[name]
+    return total
 
 
 def fit_fusion(
@@ -278,20 +343,19 @@ def _two_tower_gain(pairs, vectors, priors, heldout, calibrations, objectives, s
 
 def _transition_weights(pairs, vectors, priors, heldout, calibrations, objectives, settings):
     """The mean of the transition weights learnt on each objective of `settings.learn_from`
-    (each objective's own view of what predicts its transitions)."""
-    signs = {o.name: o.sign for o in objectives}
+    (each objective's own view of what predicts its transitions), over the objectives' scores
+    and the evidence of `settings.evidence` (which can only add)."""
+    signs = {o.name: o.sign for o in objectives} | {name: 1 for name in settings.evidence}
     fitted = []
     satisfied = _satisfied(heldout, objectives)
     for name in settings.learn_from:
         chosen, label = _population(pairs, satisfied, name)
-        scores = objective_scores(
-            chosen, vectors, priors, calibrations, objectives, settings.prior_strength
-        )
+        scores = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
         groups = chosen["source_video_id"].to_numpy() if settings.listwise else None
         fitted.append(fit_transition_weights(scores, label, signs, groups))
     if len(fitted) == 1:
         return fitted[0]
-    names = [o.name for o in objectives]
+    names = list(signs)
     mean = {k: float(np.mean([f.weights[k] for f in fitted])) for k in names}
     return ObjectiveWeights(
         weights=mean,
@@ -323,9 +387,7 @@ def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, s
     Series indexed by (metric, source); `_figures` turns it into the means."""
     sources = heldout["source_video_id"].astype(str).unique()
     chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
-    scores = objective_scores(
-        chosen, vectors, priors, calibrations, objectives, settings.prior_strength
-    )
+    scores = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
     lists = chosen.assign(score=weighted_score(scores, objectives, weights))
     lists = rank_related(lists, settings.at).rename(
         columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}

@@ -1,5 +1,6 @@
-"""Stage 3: score = sum_k sign_k * a_k * w_k * s^k over each candidate pair, with s^k the
-calibrated per-objective similarity (models/fusion.py); the top N per source, each with its reason.
+"""Stage 3: score = sum_k sign_k * a_k * w_k * s^k (plus any weighed pair evidence) over each
+candidate pair, with s^k the calibrated per-objective similarity (models/fusion.py); the top N
+per source, each with its reason.
 
 Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed (a pair
 that only fills a short list, column `gated` False, ranks after every gated one).
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 PAIR_COLUMNS = ("source_video_id", "candidate_video_id")
 NO_SHARED = "no shared attribute"
 FILLS = "below the relevance gate, fills a short list"
-NO_SIGNAL = "no objective adds to the score"
+NO_SIGNAL = "no signal lifts it above the source's other candidates"
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,24 @@ def rank_related(scored: pd.DataFrame, top_n: int) -> pd.DataFrame:
     return ranked[ranked["rank"] <= top_n].reset_index(drop=True)
 
 
-def reasons(ranked: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """`ranked` plus reason_objective (the objective with the largest contribution; missing where
-    no objective adds to the score) and reason, a short text built from the shared attributes."""
+def reasons(
+    ranked: pd.DataFrame,
+    names: Sequence[str],
+    typical: pd.DataFrame | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """`ranked` plus reason_objective (the signal that lifts the pair most; missing where none
+    lifts it) and reason, a short text built from the shared attributes. Without `typical` a
+    signal's lift is its contribution; with it (per source_video_id, the mean contribution_<name>
+    over the source's candidates) the contribution above that mean: what sets this candidate
+    above the source's others, not what every candidate of the source gets alike. `labels`: the
+    text naming a signal in the reason (default: its name)."""
     columns = [contribution_column(name) for name in names]
     _require(ranked, [*columns, "shared"], "ranked pairs")
     contributions = ranked[columns].to_numpy(dtype=np.float64)
+    if typical is not None:
+        sources = ranked["source_video_id"]
+        contributions = contributions - typical.loc[sources, columns].to_numpy(dtype=np.float64)
     if len(ranked):
         best = np.argmax(contributions, axis=1)
         positive = contributions[np.arange(len(ranked)), best] > 0
@@ -97,9 +110,10 @@ def reasons(ranked: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     objective = np.where(positive, np.asarray(names, dtype=object)[best], None)
     gated = ranked[GATED].to_numpy(dtype=bool) if GATED in ranked else np.ones(len(ranked), bool)
     # Output formatting over the N rows per source, not over all candidate pairs.
+    labels = labels or {}
     text = [
         f"{_shared_text(shared)}; {'' if inside else FILLS + '; '}"
-        f"{f'most from {name}' if name is not None else NO_SIGNAL}"
+        f"{f'most from {labels.get(name, name)}' if name is not None else NO_SIGNAL}"
         for shared, name, inside in zip(ranked["shared"], objective, gated, strict=True)
     ]
     return ranked.assign(
@@ -119,7 +133,11 @@ def related_table(
     _require(pairs, [*PAIR_COLUMNS, "content_similarity", "shared"], "pairs")
     scored = merge_scores(pairs, similarities, objectives)
     names = [objective.name for objective in objectives]
-    explained = reasons(rank_related(scored, top_n), names)
+    columns = [contribution_column(name) for name in names]
+    typical = scored.groupby("source_video_id", sort=False)[columns].mean()
+    # A subtracting signal lifts a pair by being low: "most from low dislike".
+    labels = {o.name: o.name if o.sign > 0 else f"low {o.name}" for o in objectives}
+    explained = reasons(rank_related(scored, top_n), names, typical, labels)
     columns = [
         "video_id",
         "rank",

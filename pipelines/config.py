@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from models.fusion import EVIDENCE
+
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 
 
@@ -251,6 +253,8 @@ class WeightsConfig:
     two_tower_min_gain: float
     listwise: bool
     selection_z: float
+    evidence: list[str]
+    popularity_of: str
 
 
 @dataclass(frozen=True)
@@ -366,10 +370,17 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         ("training.two_tower_skip", config.training.two_tower_skip),
         ("weights.select_on", config.weights.select_on),
         ("weights.learn_from", config.weights.learn_from),
+        ("weights.popularity_of", [config.weights.popularity_of]),
     ):
         unknown = set(listed) - set(names)
         if unknown:
             raise ConfigError(f"{key}: {sorted(unknown)} are not objectives {names}")
+    unknown = sorted(set(config.weights.evidence) - set(EVIDENCE))
+    if unknown:
+        raise ConfigError(f"weights.evidence: {unknown} are not of {list(EVIDENCE)}")
+    clash = sorted(set(config.weights.evidence) & set(names))
+    if clash:
+        raise ConfigError(f"objectives: {clash} are names of weights.evidence; rename them")
     weightings = ("auto", "transitions", "equal", "retention")
     if config.merge.weights not in weightings:
         raise ConfigError(f"merge.weights: {config.merge.weights!r} is not one of {weightings}")

@@ -299,7 +299,7 @@ def method_lists(
         if frame is None:
             continue
         if name in (MULTI_TASK, *MERGED):
-            diagnostics[name] = score_diagnostics(frame, config.objective_names())
+            diagnostics[name] = score_diagnostics(frame, stage3.signal_names(config))
         lists[name] = frame[["video_id", "rank", "related_video_id", "score"]]
         log.info("evaluation: %-20s %s lists", name, f"{frame['video_id'].nunique():,}")
     baseline = config.evaluation.baseline

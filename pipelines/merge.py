@@ -89,7 +89,7 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
             mlflow.set_tag("clipped_weights", ",".join(weights.clipped))
         dropped = [name for name, c in fusion.calibrations.items() if c and not c.use_two_tower]
         mlflow.set_tag("two_tower_left_out", ",".join(dropped) or "none")
-        diagnostics = score_diagnostics(table, config.objective_names())
+        diagnostics = score_diagnostics(table, stage3.signal_names(config))
         mlflow.log_metrics({f"diagnostic_{k}": v for k, v in diagnostics.items()})
         video_ids = feature_store.read_source(feature_repo_dir(config), "video_profile")[
             "video_id"

@@ -20,7 +20,7 @@ from models.fusion import (
     FusionObjective,
     FusionSettings,
     fit_fusion,
-    objective_scores,
+    signal_scores,
 )
 from models.merge import MergeObjective, related_table
 from models.vectors import ItemVectors
@@ -109,7 +109,14 @@ def fusion_settings(config: Config) -> FusionSettings:
         two_tower_min_gain=settings.two_tower_min_gain,
         listwise=settings.listwise,
         selection_z=settings.selection_z,
+        evidence=tuple(settings.evidence),
+        popularity_of=settings.popularity_of,
     )
+
+
+def signal_names(config: Config) -> list[str]:
+    """The merge's signals: the objectives, then the pair evidence the weighting may weigh."""
+    return [*config.objective_names(), *config.weights.evidence]
 
 
 def fit(
@@ -184,15 +191,19 @@ def table(
     decisions, or `two_tower` for every objective), with the co-click evidence of `events`
     (every training event)."""
     objectives = fusion_objectives(config)
-    scores = objective_scores(
+    scores = signal_scores(
         with_cooccurrence(pairs, events),
         vectors,
         priors,
         fusion.calibrations,
         objectives,
-        config.weights.prior_strength,
+        fusion_settings(config),
         two_tower,
     )
     chosen = fusion.weights.weights if weights is None else weights
     merge = [MergeObjective(o.name, o.sign, o.manual_weight, chosen[o.name]) for o in objectives]
+    # The evidence adds with its learnt weight (0 under weights that know only objectives).
+    merge += [
+        MergeObjective(name, 1, 1.0, chosen.get(name, 0.0)) for name in config.weights.evidence
+    ]
     return related_table(pairs, scores, merge, config.merge.top_n)

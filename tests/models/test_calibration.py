@@ -3,6 +3,8 @@ sides on one scale, the prior where no side knows a pair, and the fusion's choic
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,9 +20,12 @@ from models.fusion import (
     FusionObjective,
     FusionSettings,
     _best,
+    evidence_columns,
     fallback_rate,
     fit_fusion,
     objective_scores,
+    signal_scores,
+    weighted_score,
 )
 from models.vectors import ItemVectors
 from models.weights import fit_objective_weights, fit_transition_weights
@@ -255,3 +260,61 @@ def test_per_source_figures_average_to_the_metrics():
     figures = per_source_figures(lists, positives, 3)
     assert figures["recall"].mean() == pytest.approx(recall_at_n(lists, positives, 3))
     assert figures["ndcg"].mean() == pytest.approx(ndcg_at_n(lists, positives, 3))
+
+
+def test_the_transition_weighting_weighs_the_pairs_evidence_beside_the_objectives():
+    # Transitions here follow the co-click Jaccard of the pair, which no model vector knows.
+    pairs, vectors, priors, _ = _world()
+    rng = np.random.default_rng(11)
+    pairs["cooccurrence"] = rng.random(len(pairs)) ** 3
+    rows = []
+    for day in range(10):
+        chosen = rng.random(len(pairs)) < 0.01 * np.exp(4 * pairs["cooccurrence"].to_numpy())
+        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
+            rows.append(
+                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
+            )
+    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
+    heldout["label_click"] = 1
+    heldout["label_dislike"] = 0
+    evidence = dataclasses.replace(SETTINGS, evidence=("cooccurrence", "popularity"))
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, evidence, None, "transitions")
+    weights = fusion.weights.weights
+    assert set(weights) == {"click", "dislike", "cooccurrence", "popularity"}
+    assert weights["cooccurrence"] > 0 and all(v >= 0 for v in weights.values())
+    assert sum(weights.values()) == pytest.approx(1.0)
+    # The evidence adds to the score with its weight; objective-only weights leave it out.
+    scores = signal_scores(pairs, vectors, priors, fusion.calibrations, OBJECTIVES, evidence)
+    assert set(scores) == set(weights)
+    with_evidence = weighted_score(scores, OBJECTIVES, weights)
+    without = weighted_score(scores, OBJECTIVES, {"click": 1.0, "dislike": 1.0})
+    np.testing.assert_allclose(
+        with_evidence - weights["cooccurrence"] * scores["cooccurrence"],
+        weighted_score(scores, OBJECTIVES, {**weights, "cooccurrence": 0.0}),
+    )
+    assert not np.allclose(with_evidence, without)
+    # Validated on the later slice, weighing the evidence orders the lists no worse than not.
+    plain = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "transitions")
+    assert (
+        fusion.validation["transitions"]["recall_click"]
+        >= plain.validation["transitions"]["recall_click"]
+    )
+
+
+def test_evidence_columns_read_the_pairs_and_the_priors():
+    priors = pd.DataFrame(
+        {"events": [9, 3], "positives_click": [7, 0]}, index=pd.Index(["a", "b"], name="video_id")
+    )
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": ["s", "s", "s"],
+            "candidate_video_id": ["a", "b", "z"],
+            "content_similarity": [0.9, 0.8, 0.7],
+        }
+    )
+    columns = evidence_columns(pairs, priors, ["content", "popularity", "cooccurrence"], "click")
+    np.testing.assert_allclose(columns["content"], [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(columns["popularity"], np.log1p([7, 0, 0]))
+    np.testing.assert_allclose(columns["cooccurrence"], 0.0)  # the pairs carry no co-clicks
+    with pytest.raises(ValueError, match="not of"):
+        evidence_columns(pairs, priors, ["recency"], "click")

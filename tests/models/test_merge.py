@@ -155,3 +155,41 @@ def test_reason_objective_is_the_largest_contribution():
         f"{NO_SHARED}; most from click",
         f"shares tags=t9; {NO_SIGNAL}",
     ]
+
+
+def test_reasons_name_what_lifts_a_pair_above_the_sources_other_candidates():
+    # Every candidate of source s gets 0.5 from popularity alike; click sets them apart.
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": ["s"] * 4,
+            "candidate_video_id": ["a", "b", "c", "d"],
+            "content_similarity": [0.9, 0.8, 0.7, 0.7],
+            "shared": [[]] * 4,
+        }
+    )
+    similarities = {"click": np.array([0.4, 0.3, 0.1, 0.0]), "popularity": np.full(4, 0.5)}
+    objectives = [MergeObjective("click", 1, 1.0, 1.0), MergeObjective("popularity", 1, 1.0, 1.0)]
+    table = related_table(pairs, similarities, objectives, top_n=4)
+    assert table["reason_objective"].tolist()[:2] == ["click", "click"]
+    # Below the source's mean on every signal: nothing lifts it.
+    assert table["reason_objective"].tolist()[3] is None
+    # Without the per-source means, the larger raw contribution would have been named.
+    ranked = merge_scores(pairs, similarities, objectives)
+    assert reasons(ranked, ["click", "popularity"])["reason_objective"].iloc[0] == "popularity"
+
+
+def test_a_subtracting_signal_is_named_low_when_it_lifts_a_pair():
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": ["s"] * 3,
+            "candidate_video_id": ["a", "b", "c"],
+            "content_similarity": [0.9, 0.8, 0.7],
+            "shared": [[]] * 3,
+        }
+    )
+    similarities = {"click": np.full(3, 0.5), "dislike": np.array([0.0, 0.3, 0.6])}
+    objectives = [MergeObjective("click", 1, 1.0, 1.0), MergeObjective("dislike", -1, 1.0, 1.0)]
+    table = related_table(pairs, similarities, objectives, top_n=3)
+    assert table["related_video_id"].iloc[0] == "a"
+    assert table["reason_objective"].iloc[0] == "dislike"
+    assert table["reason"].iloc[0] == f"{NO_SHARED}; most from low dislike"

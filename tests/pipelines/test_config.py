@@ -58,6 +58,8 @@ def test_parse_override_reads_yaml_values():
         ("synthetic.size=huge", "synthetic.size: 'huge' is not one of"),
         ("merge.manual_weights.watch=2.0", "merge.manual_weights"),
         ("datasets.synthetic.video_attributes.styles=several", "styles: 'several'"),
+        ("weights.evidence=[content, recency]", r"weights.evidence: \['recency'\]"),
+        ("weights.popularity_of=views", r"weights.popularity_of: \['views'\]"),
     ],
 )
 def test_bad_values_are_named(override, named):

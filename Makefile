@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: install test test-quick demo lint clean
+.PHONY: install test test-quick demo lint clean chaos
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test-quick: install
 
 demo: install
 	$(VENV)/bin/related-videos demo
+
+# 20 SIGKILLs of `main` at seeded random moments on the toy world, each checked and rerun
+# (tests/chaos.py; about 20 minutes). The suite runs 3 of them.
+chaos: install
+	$(PY) -m tests.chaos --kills 20 --seed 7
 
 lint: install
 	$(VENV)/bin/ruff check .

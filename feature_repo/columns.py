@@ -1,7 +1,9 @@
 """Which profile attribute and user feature columns the views carry: the ones the pipeline's
-features step wrote beside the data (data/sources/columns.json), else the default data set's.
+features step wrote beside the data (data/sources/columns.json), else the default data set's
+(default_columns.json, kept equal to pipelines/config.yaml's default by a test).
 
 Data sets differ in their columns (pipelines/config.yaml `datasets`), so the schemas follow them.
+The repo reads files only: it imports nothing from the pipeline.
 """
 
 from __future__ import annotations
@@ -9,22 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SOURCES = Path(__file__).resolve().parent / "data" / "sources"
+HERE = Path(__file__).resolve().parent
+SOURCES = HERE / "data" / "sources"
+DEFAULT = HERE / "default_columns.json"
 
 
 def load_columns() -> dict:
     written = SOURCES / "columns.json"
-    if written.exists():
-        return json.loads(written.read_text())
-    from pipelines.config import load_config
-
-    dataset = load_config().dataset
-    return {
-        "dataset": load_config().data.dataset,
-        "video_attributes": dataset.video_attributes,
-        "user_categorical": dataset.user_categorical,
-        "user_numeric": dataset.user_numeric,
-    }
+    return json.loads((written if written.exists() else DEFAULT).read_text())
 
 
 COLUMNS = load_columns()

@@ -1,9 +1,10 @@
 """The command line: `related-videos [--config F] [--set key=value ...] COMMAND`.
 
 Commands are the steps (generate, ingest, validate, features, candidates, train, merge,
-evaluate, experiment), `main`
-(the chain) and `demo` (the chain on the embedded defaults, then where to look next). Known
-failures print a message, not a trace.
+evaluate, experiment), the table's life (promote, publish, rollback, repair), serving (serve,
+related), `main` (the chain; `--force STEP` reruns a step and those after it) and `demo` (the
+chain on the embedded defaults, then where to look next). Known failures print a message, not a
+trace.
 """
 
 from __future__ import annotations
@@ -96,8 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     related = commands.add_parser("related", help="print a video's live related list")
     related.add_argument("video_id")
     related.add_argument("-n", type=int, default=None, help="how many (default: merge.top_n)")
-    commands.add_parser("main", help="the whole chain as one MLflow parent run")
-    commands.add_parser("demo", help="the whole chain on the embedded defaults")
+    for name, text in (
+        ("main", "the whole chain as one MLflow parent run"),
+        ("demo", "the whole chain on the embedded defaults"),
+    ):
+        chain = commands.add_parser(name, help=text)
+        chain.add_argument(
+            "--force",
+            action="append",
+            default=[],
+            metavar="STEP",
+            help="rerun STEP and the steps after it even if reusable (repeatable)",
+        )
     return parser
 
 
@@ -214,7 +225,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     for name in QUIET_LOGGERS:  # the libraries set their own levels when imported
         logging.getLogger(name).setLevel(logging.WARNING)
     if command in ("main", "demo"):
-        result = run_main(config)
+        result = run_main(config, force=args.force)
         print(_chain_lines(result))
         if command == "demo":
             _print_next_steps(config, result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,8 @@ class GateSettings:
     duplicate_event_tolerance: float
     future_slack: str
     examples: int
+    min_event_ts: str
+    epoch_ms_from: float
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
                 raise ConfigError(
                     f"datasets.{name}.video_attributes.{column}: {kind!r} is not single or multi"
                 )
+    for name in config.datasets:
+        _check_gate(dataclasses.replace(config, data=DataSection(name, "")).gate_settings, name)
     names = config.objective_names()
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives: names repeat: {names}")
@@ -419,6 +424,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         )
     config.synthetic.preset  # noqa: B018  (validates synthetic.size)
     return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
+
+
+def _check_gate(settings: GateSettings, dataset: str) -> None:
+    """Gate settings a step would otherwise trip over late: the lower bound on event times is
+    an ISO date, the epoch threshold is positive."""
+    try:
+        datetime.datetime.fromisoformat(settings.min_event_ts)
+    except ValueError as error:
+        raise ConfigError(
+            f"gate.min_event_ts (data set {dataset}): {settings.min_event_ts!r} is not an ISO "
+            'date, e.g. "2000-01-01"'
+        ) from error
+    if not settings.epoch_ms_from > 0:
+        raise ConfigError(
+            f"gate.epoch_ms_from (data set {dataset}): {settings.epoch_ms_from} must be above 0"
+        )
 
 
 def parse_override(override: str) -> dict[str, Any]:
@@ -504,6 +525,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is str and isinstance(value, str):
         return value
+    if hint is str and isinstance(value, datetime.date):
+        return value.isoformat()  # YAML reads an unquoted 2000-01-01 as a date
     if hint is bool and isinstance(value, bool):
         return value
     raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")

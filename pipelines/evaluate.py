@@ -84,9 +84,7 @@ def split_time(events: pd.DataFrame, test_days: int, timezone: str) -> pd.Timest
     return split
 
 
-def run_evaluate(
-    config: Config, methods: Sequence[str] | None = None, progress: bool = True
-) -> Evaluation:
+def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evaluation:
     """Train the chosen methods (all when None) on the days before the split and score their
     lists on the days after; write the lists, the summary and the report."""
     events = read_events(config)

@@ -27,7 +27,7 @@ from pipelines.redaction import redact
 log = logging.getLogger(__name__)
 
 FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
-DEFINITIONS = ("feature_store.yaml", "*.py")
+DEFINITIONS = ("feature_store.yaml", "*.py", "default_columns.json")
 SOURCE_FILES = {
     "video_profile": "video_profile.parquet",
     "video_attributes": "video_attributes.parquet",

@@ -1,5 +1,6 @@
 """What a data gate found: each failed expectation (an error) or one passed only within its
-tolerance (a warning), with table, column, failing count and examples; light to import.
+tolerance (a warning), with table, column, failing count, examples and, where one is plain, a
+hint; light to import.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Finding:
     row_count: int
     examples: list = field(default_factory=list)
     observed: object = None
+    hint: str | None = None  # what to do about it, where that is plain
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -53,8 +55,12 @@ class GateReport:
             else f"{self.gate} gate FAILED: {len(self.errors)} of {self.expectations} expectations"
         )
         lines = [head]
-        lines += [f"  x {finding.describe()}" for finding in self.errors]
-        lines += [f"  ! {finding.describe()} (within tolerance)" for finding in self.warnings]
+        for finding in self.errors:
+            lines.append(f"  x {finding.describe()}")
+            lines += [f"      hint: {finding.hint}"] if finding.hint else []
+        for finding in self.warnings:
+            lines.append(f"  ! {finding.describe()} (within tolerance)")
+            lines += [f"      hint: {finding.hint}"] if finding.hint else []
         for table in dict.fromkeys(f.table for f in self.errors + self.warnings):
             if table in self.sources:
                 lines.append(f"  {table}: {self.sources[table]}")

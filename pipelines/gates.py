@@ -1,15 +1,18 @@
 """Great Expectations gates: one suite per input table (videos, users, events), run together.
 
-A failed gate names every failed expectation with its table, column, failing count and examples,
-and leaves its results as HTML data docs; the caller then writes nothing downstream.
+A failed gate names every failed expectation with its table, column, failing count, examples
+and a hint where one is plain, and leaves its results as HTML data docs; the caller then writes
+nothing downstream. Checks of a file itself (a column named twice in a CSV header) are findings
+of the same report, made before the suites run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import great_expectations as gx
@@ -18,17 +21,21 @@ import pandas as pd
 
 from pipelines.config import GateSettings
 from pipelines.data.contract import (
+    EPOCH_WORDS,
     EVENT_FLAGS,
     EVENTS,
     FLAG,
     FLOAT,
     INT,
+    NUMBER,
     TIMESTAMP,
     USERS,
     VIDEOS,
     Conformed,
     TableSchema,
     conform,
+    epoch_unit,
+    to_utc,
 )
 from pipelines.gate_report import Finding, GateReport
 
@@ -37,14 +44,32 @@ log = logging.getLogger(__name__)
 # Helper columns the suites read, named so that the data docs read plainly.
 UNPARSEABLE = "{} (values that do not parse)"
 UNKNOWN = "{} (ids not known)"
+NONFINITE = "{} (numbers not finite)"
 PLAY_RATIO = "play_time_s / duration_s"
 DOCS_SITE = "gate_docs"
 
+PARSES_AS = "value parses as {}"
+FINITE = "number is finite"
+NOT_BEFORE = "event is not before {}"
+NAMED_ONCE = "column is named once in the file"
+FILE_CHECK = "file_header_names_each_column_once"  # not Great Expectations': read from the file
+HINTS = {
+    PARSES_AS.format("a timestamp"): "write ISO 8601 (2026-01-01T10:00:00Z; no zone is UTC), "
+    "or the whole column as epoch seconds or milliseconds",
+    PARSES_AS.format("a number"): "write plain numbers (3.5); leave the cell empty where the "
+    "column may be missing",
+    FINITE: "inf and -inf cannot be trained on: write the real value, or drop the row",
+}
 
-def expectation(kind: type, table: str, about: str | None, check: str, **kwargs) -> object:
+
+def expectation(
+    kind: type, table: str, about: str | None, check: str, hint: str | None = None, **kwargs
+) -> object:
     """An expectation whose `meta` names the table and contract column it is about (its own
-    `column` may be a helper column) and the check in words."""
+    `column` may be a helper column), the check in words and, optionally, a hint for a failure."""
     meta = {"table": table, "column": about, "check": check}
+    if hint:
+        meta["hint"] = hint
     return kind(meta=meta, **kwargs)
 
 
@@ -52,19 +77,22 @@ def input_check_frames(
     tables: Mapping[str, pd.DataFrame],
     schemas: Mapping[str, TableSchema],
     list_separator: str = "|",
+    epoch_ms_from: float | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Conformed]]:
     """Conform each table and add the helper columns the suites read: raw values that did not
-    parse, ids that reference nothing, and play time relative to the video's duration."""
-    conformed = {name: conform(tables[name], schemas[name], list_separator) for name in schemas}
+    parse, numbers that are not finite, ids that reference nothing, and play time relative to
+    the video's duration."""
+    conformed = {
+        name: conform(tables[name], schemas[name], list_separator, epoch_ms_from)
+        for name in schemas
+    }
     frames = {}
     for name, result in conformed.items():
         frame = result.frame.copy()
         for column in schemas[name].of_kind(TIMESTAMP, FLOAT, INT, FLAG):
-            bad = pd.Series(None, index=frame.index, dtype=object)
-            values = result.unparseable.get(column)
-            if values is not None and len(values):
-                bad.loc[values.index] = values.astype(str)
-            frame[UNPARSEABLE.format(column)] = bad
+            frame[UNPARSEABLE.format(column)] = _raw_at(frame.index, result.unparseable, column)
+        for column in schemas[name].of_kind(FLOAT, INT):
+            frame[NONFINITE.format(column)] = _raw_at(frame.index, result.nonfinite, column)
         frames[name] = frame
     events, videos, users = frames[EVENTS], frames[VIDEOS], frames[USERS]
     known_videos = set(videos["video_id"].dropna()) if "video_id" in videos else set()
@@ -85,6 +113,15 @@ def input_check_frames(
     return frames, conformed
 
 
+def _raw_at(index: pd.Index, raw: Mapping[str, pd.Series], column: str) -> pd.Series:
+    """A helper column: the raw value (as text) where `raw[column]` has one, else null."""
+    bad = pd.Series(None, index=index, dtype=object)
+    values = raw.get(column)
+    if values is not None and len(values):
+        bad.loc[values.index] = values.astype(str)
+    return bad
+
+
 def input_suites(
     schemas: Mapping[str, TableSchema], settings: GateSettings, now: pd.Timestamp
 ) -> dict[str, list]:
@@ -92,8 +129,10 @@ def input_suites(
     latest = (now + pd.Timedelta(settings.future_slack)).isoformat()
     suites: dict[str, list] = {name: [] for name in schemas}
 
-    def add(kind: type, table: str, about: str | None, check: str, **kwargs) -> None:
-        suites[table].append(expectation(kind, table, about, check, **kwargs))
+    def add(
+        kind: type, table: str, about: str | None, check: str, hint: str | None = None, **kwargs
+    ) -> None:
+        suites[table].append(expectation(kind, table, about, check, hint, **kwargs))
 
     for name, schema in schemas.items():
         add(gxe.ExpectTableRowCountToBeBetween, name, None, "table is not empty", min_value=1)
@@ -103,13 +142,23 @@ def input_suites(
             if not column.nullable:
                 add(gxe.ExpectColumnValuesToNotBeNull, name, col, "value is present", column=col)
             if column.kind in (TIMESTAMP, FLOAT, INT, FLAG):
-                kind = "a timestamp" if column.kind == TIMESTAMP else "a number"
+                check = PARSES_AS.format("a timestamp" if column.kind == TIMESTAMP else "a number")
                 add(
                     gxe.ExpectColumnValuesToBeNull,
                     name,
                     col,
-                    f"value parses as {kind}",
+                    check,
+                    hint=HINTS[check],
                     column=UNPARSEABLE.format(col),
+                )
+            if column.kind in (FLOAT, INT):
+                add(
+                    gxe.ExpectColumnValuesToBeNull,
+                    name,
+                    col,
+                    FINITE,
+                    hint=HINTS[FINITE],
+                    column=NONFINITE.format(col),
                 )
             if column.kind == TIMESTAMP:
                 add(
@@ -138,6 +187,17 @@ def input_suites(
         min_value=0,
         strict_min=True,
     )
+    earliest = to_utc(pd.Series([settings.min_event_ts])).iloc[0]
+    add(
+        gxe.ExpectColumnValuesToBeBetween,
+        EVENTS,
+        "ts",
+        NOT_BEFORE.format(settings.min_event_ts),
+        hint=f"a date this early is usually epoch 0 or a unit mix-up; if the log really is "
+        f"older, lower gate.min_event_ts ({settings.min_event_ts})",
+        column="ts",
+        min_value=earliest.isoformat(),
+    )
     key = list(schemas[EVENTS].key)
     add(
         gxe.ExpectCompoundColumnsToBeUnique,
@@ -146,6 +206,8 @@ def input_suites(
         "an event is not repeated",
         column_list=key,
         mostly=1.0 - settings.duplicate_event_tolerance,
+        # A key value that is missing or did not parse is reported once, by its own check.
+        ignore_row_if="any_value_is_missing",
     )
     for flag in EVENT_FLAGS:
         add(
@@ -190,15 +252,19 @@ def run_suites(
     docs_dir: Path | None,
     examples: int = 5,
     sources: Mapping[str, object] | None = None,
+    file_findings: Sequence[Finding] = (),
+    file_checks: int = 0,
+    refine: Callable[[Finding], Finding] | None = None,
 ) -> GateReport:
     """Validate each frame against its suite (one checkpoint per table: a checkpoint takes one
     dataframe per run); optionally build the HTML data docs into `docs_dir` once, at the end,
-    replacing what was there."""
+    replacing what was there. `file_findings` (errors) of `file_checks` checks made on the files
+    themselves join the report first; `refine`, if given, rewords each finding (its hint)."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(gate)
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
-    errors, warnings, total = [], [], 0
+    errors, warnings, total = list(file_findings), [], file_checks
     for name, expectations in suites.items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{name}"))
         for rule in expectations:
@@ -235,6 +301,8 @@ def run_suites(
             },
         )
         context.build_data_docs(site_names=[DOCS_SITE])
+    if refine is not None:
+        errors, warnings = [refine(f) for f in errors], [refine(f) for f in warnings]
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
     report = GateReport(
         gate,
@@ -277,6 +345,7 @@ def _findings(results: list, row_count: int) -> tuple[list[Finding], list[Findin
             row_count=row_count,
             examples=list(details.get("partial_unexpected_list") or []),
             observed=details.get("observed_value"),
+            hint=meta.get("hint"),
         )
         if not result.success:
             # A missing column fails every expectation on it: report it once, as missing.
@@ -294,6 +363,43 @@ def _findings(results: list, row_count: int) -> tuple[list[Finding], list[Findin
     return errors, warnings, len(results)
 
 
+def epoch_hint(finding: Finding, epoch_ms_from: float) -> Finding:
+    """An unparseable-timestamp finding whose examples are bare numbers says so: the column
+    mixes epoch numbers and dates (a column of numbers only is read as epoch time)."""
+    numbers = [v for v in finding.examples if isinstance(v, str) and re.fullmatch(NUMBER, v)]
+    if finding.check != PARSES_AS.format("a timestamp") or not numbers:
+        return finding
+    unit = EPOCH_WORDS[epoch_unit(pd.to_numeric(pd.Series(numbers)), epoch_ms_from)]
+    finding.hint = (
+        f"{numbers[0]!r} looks like {unit}, among dates: write the whole column one way, "
+        "as ISO 8601 or as epoch numbers"
+    )
+    return finding
+
+
+def repeated_column_findings(
+    repeated: Mapping[str, Mapping[str, int]], rows: Mapping[str, int]
+) -> list[Finding]:
+    """One error per column a file's header names more than once (`repeated`: table -> column
+    -> times named); pandas would read the copies silently as `name.1`, `name.2`."""
+    return [
+        Finding(
+            table=table,
+            column=column,
+            check=NAMED_ONCE,
+            expectation=FILE_CHECK,
+            unexpected_count=None,
+            row_count=rows.get(table, 0),
+            examples=[column],
+            observed=f"{times} times",
+            hint=f"keep one column named {column!r}: the copies would be read as {column}.1, "
+            "... and dropped",
+        )
+        for table, columns in repeated.items()
+        for column, times in columns.items()
+    ]
+
+
 def run_input_gate(
     tables: Mapping[str, pd.DataFrame],
     schemas: Mapping[str, TableSchema],
@@ -302,19 +408,34 @@ def run_input_gate(
     list_separator: str = "|",
     now: pd.Timestamp | None = None,
     sources: Mapping[str, object] | None = None,
+    repeated_columns: Mapping[str, Mapping[str, int]] | None = None,
 ) -> tuple[GateReport, dict[str, pd.DataFrame]]:
-    """Run the input gate over raw tables (read from `sources`, the files the report names);
-    return the report and the conformed tables, which the caller may write only if the report
+    """Run the input gate over raw tables (read from `sources`, the files the report names;
+    `repeated_columns` lists what their headers name twice, see `io.repeated_columns`); return
+    the report and the conformed tables, which the caller may write only if the report
     succeeded."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    frames, conformed = input_check_frames(tables, schemas, list_separator)
+    frames, conformed = input_check_frames(tables, schemas, list_separator, settings.epoch_ms_from)
     suites = input_suites(schemas, settings, now)
     log.info(
         "input gate: checking %s against %d expectations",
         ", ".join(f"{name} {len(frame):,} rows" for name, frame in frames.items()),
         sum(len(suite) for suite in suites.values()),
     )
-    report = run_suites("input", frames, suites, docs_dir, settings.examples, sources)
+    file_findings = repeated_column_findings(
+        repeated_columns or {}, {name: len(frame) for name, frame in tables.items()}
+    )
+    report = run_suites(
+        "input",
+        frames,
+        suites,
+        docs_dir,
+        settings.examples,
+        sources,
+        file_findings,
+        file_checks=len(tables) if repeated_columns is not None else 0,
+        refine=lambda finding: epoch_hint(finding, settings.epoch_ms_from),
+    )
     log.info(
         "input gate %s: %d expectations, %d failed, %d within tolerance",
         "passed" if report.success else "FAILED",

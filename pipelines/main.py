@@ -2,17 +2,24 @@
 the features, find the candidates, train, merge, evaluate, promote the new table if it is not
 worse than the champion, and publish the champion to the online store.
 
-A step whose inputs and configuration are those of its last finished run is reused, not run
-again: each step leaves a fingerprint in the folder it publishes (see `Step`).
+A step whose inputs, configuration and code are those of its last finished run is reused, not
+run again: each step leaves a fingerprint in the folder it publishes (see `Step`). The code part
+is the project's version and a digest of the source of every project module the step runs
+(`code_digest`), so an upgrade or a fix reruns what it touches; `main --force STEP` reruns a step
+and the steps after it on demand.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,7 @@ import yaml
 
 from pipelines import faults, redaction, registry, tracking, workspace
 from pipelines.candidates import candidates_dir, run_candidates
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.evaluate import run_evaluate
 from pipelines.features import feature_repo_dir, run_features
 from pipelines.generate import run_generate
@@ -33,6 +40,8 @@ from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
 MARKER = ".step.json"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: pipelines/, models/, feature_repo/
+PACKAGES = ("pipelines", "models", "feature_repo")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class Step:
     folder: Callable[[Config], Path]
     keys: tuple[str, ...]
     inputs: Callable[[Config], dict[str, str]] = field(default=lambda config: {})
+    module: str = ""  # the step's module (its code digest follows its imports); default by name
+
+    @property
+    def code(self) -> str:
+        return code_digest(self.module or f"pipelines.{self.name}")
 
 
 @dataclass
@@ -109,13 +123,14 @@ def steps_until(config: Config, last: str) -> list[Step]:
     return chain[: names.index(last) + 1]
 
 
-def run_main(config: Config, progress: bool = True) -> PipelineResult:
+def run_main(config: Config, force: Iterable[str] = ()) -> PipelineResult:
+    _check_forced(steps(config), force)
     uri = tracking.configure_for(config)
     dataset = config.data.dataset
     with mlflow.start_run(run_name="pipeline", tags={"dataset": dataset}) as parent:
         log_configuration(config)
         mlflow.log_params({"dataset": dataset, "seed": config.seed})
-        results, reused = run_steps(config, steps(config))
+        results, reused = run_steps(config, steps(config), force)
         decision = run_promote(config)
         faults.checkpoint("after:promote")
         published = run_publish(config)
@@ -131,23 +146,33 @@ def log_configuration(config: Config) -> None:
     mlflow.log_text(yaml.safe_dump(redacted, sort_keys=False), "config.yaml")
 
 
-def run_steps(config: Config, chain: Iterable[Step]) -> tuple[dict[str, Any], list[str]]:
+def run_steps(
+    config: Config, chain: Iterable[Step], force: Iterable[str] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """Run each step unless its folder holds the fingerprint it would leave now; return what
-    the steps that ran returned, by name, and the names of those reused."""
+    the steps that ran returned, by name, and the names of those reused. A step named in
+    `force` runs, and so does every step after it."""
+    chain = list(chain)
+    forced = _check_forced(chain, force)
     ran: dict[str, Any] = {}
     reused: list[str] = []
     upstream = ""
+    forcing = False
     for step in chain:
         fingerprint = registry.digest(
             {
                 "step": step.name,
                 "config": {key: _lookup(config.raw, key) for key in step.keys},
                 "inputs": step.inputs(config),
+                "code": step.code,
                 "upstream": upstream,
             }
         )
         folder = step.folder(config)
-        if _marker(folder) == fingerprint:
+        forcing = forcing or step.name in forced
+        if forcing:
+            log.info("%s: run on demand (--force)", step.name)
+        if not forcing and _marker(folder) == fingerprint:
             log.info("%s: reused (inputs and configuration unchanged since %s)", step.name, folder)
             reused.append(step.name)
         else:
@@ -156,6 +181,75 @@ def run_steps(config: Config, chain: Iterable[Step]) -> tuple[dict[str, Any], li
         faults.checkpoint(f"after:{step.name}")
         upstream = fingerprint
     return ran, reused
+
+
+def _check_forced(chain: list[Step], force: Iterable[str]) -> set[str]:
+    forced = set(force)
+    names = [step.name for step in chain]
+    unknown = sorted(forced - set(names))
+    if unknown:
+        raise ConfigError(f"--force: {unknown} are not steps of this chain {names}")
+    return forced
+
+
+def code_digest(module: str) -> str:
+    """The project's version and the sha256 of the source of `module` and of every project
+    module it imports, directly or not (read from the files, not from the imported modules)."""
+    digest = hashlib.sha256(_version().encode())
+    for name in sorted(_closure(module)):
+        digest.update(name.encode())
+        digest.update(_source(name))
+    return digest.hexdigest()[:12]
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return metadata.version("related-videos")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _closure(module: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or _path(name) is None:
+            continue
+        seen.add(name)
+        todo.extend(_project_imports(name))
+        if name == "pipelines.registry":  # registers model code it reads as files
+            todo.extend(f"pipelines.model_code.{p.stem}" for p in registry.MODEL_CODE.glob("*.py"))
+    return seen
+
+
+def _path(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _source(module: str) -> bytes:
+    path = _path(module)
+    return path.read_bytes() if path else b""
+
+
+def _project_imports(module: str) -> list[str]:
+    """The project modules `module` imports (`import a.b`, `from a import b`, `from a.b import
+    c`; a name that is a module counts as one)."""
+    path = _path(module)
+    tree = ast.parse(path.read_bytes()) if path else ast.Module(body=[], type_ignores=[])
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return [name for name in found if name.split(".")[0] in PACKAGES]
 
 
 def _lookup(raw: dict, dotted: str) -> Any:

@@ -33,6 +33,7 @@ from models.coordinating import (
     route,
     routing_report,
 )
+from models.profile import ProfileVocabulary
 from models.two_tower import TwoTowerParams, fit_two_tower
 from pipelines import feature_store, registry, tracking, truth_checks, workspace
 from pipelines.candidates import profiles_from_store
@@ -99,7 +100,7 @@ def context_features(events: pd.DataFrame, matrix, video_ids: np.ndarray) -> pd.
     )
 
 
-def run_train(config: Config, until: pd.Timestamp | None = None, progress: bool = True) -> Trained:
+def run_train(config: Config, until: pd.Timestamp | None = None) -> Trained:
     """Stage 2 on the validated events (before `until` when given): every model registered,
     the item vectors and network outputs published to the data set's models folder."""
     events = read_events(config, until)
@@ -150,7 +151,7 @@ def fit_stage2(
         labels = objective_labels(frame, pairs)
         routed = labels.astype(bool).add_prefix("routed_")
         trained = Trained(folder, routing_report(labels, routed, pairs))
-    items = _catalog(matrix, video_ids, vocabulary)
+    items = _catalog(matrix, video_ids)
     tower_rows = feature_store.historical_features(repo, events, "two_tower")
     rng = np.random.default_rng(config.seed)
     # One draw per event, shared by every objective: a held-out event is seen by no model, so
@@ -184,7 +185,7 @@ def fit_stage2(
             log.info("%s: two-tower not trained (training.two_tower_skip)", objective.name)
         if (two_tower_for is None or objective.name in two_tower_for) and not skipped:
             versions[f"two-tower-{objective.name}"] = _train_two_tower(
-                config, objective, towers, holdout, items, folder, tags, check
+                config, objective, towers, holdout, (items, vocabulary), folder, tags, check
             )
         trained.versions.update({name: v for name, v in versions.items() if v})
         trained.seconds[objective.name] = time.perf_counter() - begun
@@ -334,11 +335,13 @@ def _train_two_tower(
     objective: Objective,
     positives: pd.DataFrame,
     holdout: np.ndarray,
-    items: pd.DataFrame,
+    catalog: tuple[pd.DataFrame, ProfileVocabulary],
     folder: Path,
     tags: dict[str, str] | None,
     check,
 ) -> str:
+    """`catalog`: every video's profile (`_catalog`) and the profile vocabulary it indexes."""
+    items, vocabulary = catalog
     settings, dataset = config.two_tower, config.dataset
     params = TwoTowerParams(
         **{**dataclasses.asdict(settings), "tower_units": tuple(settings.tower_units)},
@@ -352,8 +355,8 @@ def _train_two_tower(
             items,
             list(dataset.user_categorical),
             list(dataset.user_numeric),
-            items.attrs["attribute_of_column"],
-            items.attrs["n_columns"],
+            vocabulary.attribute_of_column,
+            vocabulary.n_columns,
             params,
             progress=lambda epoch, logs: _epoch_done(name, epoch, logs),
         )
@@ -407,14 +410,11 @@ def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, e
     return str(version.version)
 
 
-def _catalog(matrix, video_ids: np.ndarray, vocabulary) -> pd.DataFrame:
+def _catalog(matrix, video_ids: np.ndarray) -> pd.DataFrame:
     """Every video's current profile: the two-tower item tower's input."""
-    items = pd.DataFrame(
+    return pd.DataFrame(
         {"video_id": video_ids, "profile_indices": [list(row.indices) for row in matrix]}
     )
-    items.attrs["attribute_of_column"] = vocabulary.attribute_of_column
-    items.attrs["n_columns"] = vocabulary.n_columns
-    return items
 
 
 def _epoch_done(name: str, epoch: int, logs: dict) -> None:

@@ -3,6 +3,8 @@ if it passes write them, in contract types, to the data set's `validated` folder
 
 A failed gate exits non-zero, names every failed expectation, leaves HTML data docs in the
 reports folder and writes nothing downstream (the previous validated folder stays as it was).
+Where events lack `source_video_id` it is derived first, ordering events by `ts` read the way
+the gate reads it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from pipelines import tracking, workspace
 from pipelines.config import Config
-from pipelines.data.contract import EVENTS, schemas_for
-from pipelines.data.io import publish_folder, read_table, write_json, write_table
+from pipelines.data.contract import EVENTS, schemas_for, to_utc
+from pipelines.data.io import (
+    publish_folder,
+    read_table,
+    repeated_columns,
+    write_json,
+    write_table,
+)
 from pipelines.data.sessions import fill_source_video_ids
 from pipelines.gate_report import GateFailed, GateReport
 from pipelines.gates import run_input_gate
@@ -45,9 +54,7 @@ def run_validate(config: Config) -> Validated:
                 "events have no source_video_id: deriving it (window %s)",
                 config.dataset.source_window,
             )
-            tables[EVENTS] = fill_source_video_ids(
-                tables[EVENTS], config.dataset.source_window, config.dataset.timezone
-            )
+            tables[EVENTS] = with_source_video_ids(tables[EVENTS], config)
         report, conformed = run_input_gate(
             tables,
             schemas_for(config.dataset),
@@ -55,6 +62,7 @@ def run_validate(config: Config) -> Validated:
             docs_dir,
             config.data.csv_list_separator,
             sources=files,
+            repeated_columns={name: repeated_columns(path) for name, path in files.items()},
         )
         rows = {name: len(frame) for name, frame in tables.items()}
         mlflow.log_metrics(
@@ -84,3 +92,14 @@ def run_validate(config: Config) -> Validated:
             )
         log.info("validated %s -> %s", ", ".join(f"{n} {c:,}" for n, c in rows.items()), target)
         return Validated(report, target, rows)
+
+
+def with_source_video_ids(events: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Raw events with `source_video_id` derived. The derivation orders by `ts` parsed as the
+    gate parses it (zones per value, epoch numbers detected), while the raw `ts` stays for the
+    gate to judge."""
+    parsed = events
+    if "ts" in events.columns:
+        parsed = events.assign(ts=to_utc(events["ts"], config.gate_settings.epoch_ms_from))
+    derived = fill_source_video_ids(parsed, config.dataset.source_window, config.dataset.timezone)
+    return events.assign(source_video_id=derived["source_video_id"])

@@ -137,5 +137,5 @@ def toy_trained(toy_pipeline):
         "training.min_positives=3",
     ]
     config = load_config(overrides=[*overrides, *SMALL_MODELS])
-    trained = run_train(config, progress=False)
+    trained = run_train(config)
     return SimpleNamespace(config=config, trained=trained, pipeline=toy_pipeline)

@@ -1,18 +1,25 @@
 """The data contract of SPEC.md as explicit schemas: videos, users and events.
 
 `conform` turns a frame read from any file into the contract's types without ever raising on bad
-values: what cannot be parsed becomes null and is returned beside, for the input gate to report.
+values: what cannot be parsed becomes null and is returned beside, for the input gate to report,
+as are numbers that are not finite. Timestamps are parsed value by value as to their zone (a
+naive one is UTC, whatever its neighbours carry); a column of bare numbers is epoch time when an
+`epoch_ms_from` threshold is given (seconds below it, milliseconds from it on).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipelines.config import DatasetConfig
+
+log = logging.getLogger(__name__)
 
 VIDEOS, USERS, EVENTS = "videos", "users", "events"
 TABLES = (VIDEOS, USERS, EVENTS)
@@ -28,6 +35,13 @@ TIMESTAMP = "timestamp"  # timezone-aware UTC
 
 EVENT_FLAGS = ("clicked", "liked", "shared", "disliked")
 EVENT_KEY = ("user_id", "video_id", "ts")
+
+# A value that is a bare number (an epoch time when it stands in a timestamp column).
+NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+# A date-time that names its zone: a time part, then Z or an offset (+08:00, -0500, +08).
+ZONED = r"(?i)^.*\d:\d{2}.*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+EPOCH_SECONDS, EPOCH_MILLISECONDS = "s", "ms"
+EPOCH_WORDS = {EPOCH_SECONDS: "epoch seconds", EPOCH_MILLISECONDS: "epoch milliseconds"}
 
 
 @dataclass(frozen=True)
@@ -117,17 +131,27 @@ def schemas_for(dataset: DatasetConfig) -> dict[str, TableSchema]:
 
 @dataclass
 class Conformed:
-    """A table in contract types, plus the raw values that did not parse, per column."""
+    """A table in contract types, plus the raw values that did not parse, and the raw values of
+    numbers that are not finite (inf, -inf), per column."""
 
     frame: pd.DataFrame
     unparseable: dict[str, pd.Series]
+    nonfinite: dict[str, pd.Series] = field(default_factory=dict)
 
 
-def conform(frame: pd.DataFrame, schema: TableSchema, list_separator: str = "|") -> Conformed:
+def conform(
+    frame: pd.DataFrame,
+    schema: TableSchema,
+    list_separator: str = "|",
+    epoch_ms_from: float | None = None,
+) -> Conformed:
     """Cast the schema's columns to contract types; extra columns are dropped, missing ones kept
-    missing (the gate names them). Values that do not parse become null and are reported."""
+    missing (the gate names them). Values that do not parse become null and are reported;
+    numbers that are not finite are kept and reported. With `epoch_ms_from`, a timestamp column
+    of bare numbers is read as epoch time (see `parse_timestamps`), and the unit is logged."""
     out = pd.DataFrame(index=frame.index)
     unparseable: dict[str, pd.Series] = {}
+    nonfinite: dict[str, pd.Series] = {}
     for column in schema.columns:
         if column.name not in frame.columns:
             continue
@@ -137,17 +161,27 @@ def conform(frame: pd.DataFrame, schema: TableSchema, list_separator: str = "|")
         elif column.kind == LIST:
             out[column.name] = to_str_lists(raw, list_separator)
         elif column.kind == TIMESTAMP:
-            parsed = to_utc(raw)
+            parsed, unit = parse_timestamps(raw, epoch_ms_from)
+            if unit is not None:
+                _log_epoch(f"{schema.name}.{column.name}", raw, parsed, unit)
             out[column.name] = parsed
             unparseable[column.name] = raw[parsed.isna() & raw.notna()]
         else:
             parsed = pd.to_numeric(raw, errors="coerce")
             out[column.name] = parsed.astype("float64" if column.kind == FLOAT else parsed.dtype)
             unparseable[column.name] = raw[parsed.isna() & raw.notna()]
+            nonfinite[column.name] = raw[np.isinf(parsed.astype("float64"))]
     return Conformed(
         out.reset_index(drop=True),
         {name: values.reset_index(drop=True) for name, values in unparseable.items()},
+        {name: values.reset_index(drop=True) for name, values in nonfinite.items()},
     )
+
+
+def _log_epoch(where: str, raw: pd.Series, parsed: pd.Series, unit: str) -> None:
+    known = parsed.notna()
+    example = f"{raw[known].iloc[0]} -> {parsed[known].iloc[0].isoformat()}" if known.any() else ""
+    log.info("%s: bare numbers, read as %s (e.g. %s)", where, EPOCH_WORDS[unit], example)
 
 
 def to_str(values: pd.Series) -> pd.Series:
@@ -176,22 +210,79 @@ def to_str_lists(values: pd.Series, separator: str = "|") -> pd.Series:
     return values.map(one).astype(object)
 
 
-def to_utc(values: pd.Series) -> pd.Series:
-    """Timestamps as timezone-aware UTC; naive ones are taken as UTC; unparseable ones, and bare
-    numbers, become NaT."""
+def to_utc(values: pd.Series, epoch_ms_from: float | None = None) -> pd.Series:
+    """Timestamps as timezone-aware UTC (see `parse_timestamps`)."""
+    return parse_timestamps(values, epoch_ms_from)[0]
+
+
+def parse_timestamps(
+    values: pd.Series, epoch_ms_from: float | None = None
+) -> tuple[pd.Series, str | None]:
+    """Timestamps as timezone-aware UTC, and the epoch unit if the column was read as epoch
+    numbers. Each value keeps its own zone: one with an offset or Z is converted, a naive one is
+    taken as UTC. Unparseable values become NaT. A column of bare numbers is epoch time when
+    `epoch_ms_from` is given: milliseconds if its median magnitude is at least that, else
+    seconds; without it (or where the column mixes numbers and dates) numbers become NaT."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC")
+        return values.dt.tz_convert("UTC"), None
     if pd.api.types.is_datetime64_dtype(values):
-        return values.dt.tz_localize("UTC")
-    if pd.api.types.is_numeric_dtype(values):
-        # Epoch numbers are ambiguous (seconds? milliseconds?): the gate reports them instead.
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    # ISO 8601 parses vectorized; only what it misses is tried element by element.
-    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    retry = parsed.isna() & values.notna()
+        return values.dt.tz_localize("UTC"), None
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return _from_epoch(values.astype("float64"), epoch_ms_from)
+    text = values.astype("string").str.strip()
+    present = text.notna() & (text != "")
+    numeric = text[present].str.fullmatch(NUMBER)
+    if present.any() and numeric.all():
+        return _from_epoch(pd.to_numeric(text.where(present), errors="coerce"), epoch_ms_from)
+    return _from_iso(text.where(present)), None
+
+
+def epoch_unit(numbers: pd.Series, epoch_ms_from: float) -> str:
+    """Seconds or milliseconds, by the median magnitude of the numbers."""
+    median = numbers.abs().median()
+    return EPOCH_MILLISECONDS if median >= epoch_ms_from else EPOCH_SECONDS
+
+
+def _from_epoch(numbers: pd.Series, epoch_ms_from: float | None) -> tuple[pd.Series, str | None]:
+    if epoch_ms_from is None or numbers.isna().all():
+        return pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]"), None
+    unit = epoch_unit(numbers, epoch_ms_from)
+    span = pd.Timestamp.max.value / pd.Timedelta(1, unit=unit).value  # what a timestamp holds
+    numbers = numbers.astype("float64").where(numbers.abs() < span)  # inf and beyond: NaT
+    parsed = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
+    return parsed.astype("datetime64[ns, UTC]"), unit
+
+
+def _from_iso(text: pd.Series) -> pd.Series:
+    """ISO 8601 parses vectorized, zoned and naive values apart (pandas applies the first
+    value's offset to naive ones when they are parsed together); only what that misses is tried
+    value by value."""
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    zoned = text.str.match(ZONED).fillna(False).astype(bool)
+    naive = text.notna() & ~zoned
+    if zoned.any():
+        parsed[zoned] = pd.to_datetime(text[zoned], utc=True, errors="coerce", format="ISO8601")
+    if naive.any():
+        local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+        parsed[naive] = local.dt.tz_localize("UTC")
+    retry = parsed.isna() & text.notna()
     if retry.any():
-        parsed[retry] = pd.to_datetime(values[retry], utc=True, errors="coerce", format="mixed")
+        stamps = [_one_utc(value) for value in text[retry]]
+        parsed[retry] = pd.Series(stamps, index=text[retry].index, dtype=parsed.dtype)
     return parsed
+
+
+def _one_utc(value: str) -> pd.Timestamp:
+    """One free-form date-time as UTC (naive is UTC); NaT if it does not parse."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # dateutil's guesses; the gate reports failures
+            stamp = pd.Timestamp(value)
+    except (ValueError, OverflowError, TypeError):
+        return pd.NaT
+    if stamp is pd.NaT:
+        return pd.NaT
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _is_missing(value: object) -> bool:

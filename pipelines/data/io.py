@@ -38,6 +38,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataFileError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
 
 
+def repeated_columns(path: str | Path) -> dict[str, int]:
+    """Column names a CSV file's header gives more than once, with how many times: `read_table`
+    (pandas) would silently rename the copies `name.1`, `name.2`, so the gate asks here. Empty
+    for Parquet (not checked: pandas does not write repeated names there) and for a header that
+    cannot be read (`read_table` says why)."""
+    path = Path(path)
+    if not path.name.endswith((".csv", ".csv.gz")):
+        return {}
+    try:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    except Exception:  # read_table reports the file and why
+        return {}
+    counts = header.iloc[0].value_counts() if len(header) else pd.Series(dtype=int)
+    return {str(name): int(times) for name, times in counts.items() if times > 1}
+
+
 def write_table(frame: pd.DataFrame, path: str | Path, list_separator: str = "|") -> Path:
     """Write Parquet or CSV by the file's suffix; CSV joins list values with `list_separator`."""
     path = Path(path)

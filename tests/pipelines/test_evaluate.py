@@ -114,7 +114,7 @@ def evaluated(toy_pipeline):
             (stage3, "pair_cooccurrence", lambda sources, candidates, events, *a, **k: events),
         ):
             patch.setattr(module, name, watch.wrap(name, getattr(module, name), pick))
-        evaluation = run_evaluate(config, progress=False)
+        evaluation = run_evaluate(config)
     registered_after = len(client.search_model_versions())
     return evaluation, watch, config, registered_before, registered_after
 

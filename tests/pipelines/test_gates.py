@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
-from pipelines.config import load_config
+from pipelines.config import ConfigError, load_config
 from pipelines.data.contract import schemas_for
-from pipelines.gate_report import Finding
-from pipelines.gates import input_suites
+from pipelines.gate_report import Finding, GateReport
+from pipelines.gates import epoch_hint, input_suites, repeated_column_findings
 
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
 
@@ -48,6 +49,47 @@ def test_a_finding_reads_as_a_sentence():
         "events.clicked: flag is 0 or 1 [expect_column_values_to_be_in_set]: "
         "3 of 1,000 rows (0.30%), e.g. 2, -1, 7"
     )
+
+
+def test_events_are_bounded_below_and_numbers_checked_finite(config):
+    suites = input_suites(schemas_for(config.dataset), config.gate_settings, NOW)
+    bound = next(e for e in suites["events"] if e.meta["check"].startswith("event is not before"))
+    assert bound.meta["check"] == "event is not before 2000-01-01"
+    assert pd.Timestamp(bound.min_value) == pd.Timestamp("2000-01-01", tz="UTC")
+    assert "gate.min_event_ts" in bound.meta["hint"]
+    finite = {e.meta["column"] for e in suites["videos"] if e.meta["check"] == "number is finite"}
+    assert finite == {"duration_s"}
+    repeated = next(e for e in suites["events"] if e.meta["check"] == "an event is not repeated")
+    assert repeated.ignore_row_if == "any_value_is_missing"  # an unparsed ts is reported once
+
+
+def test_the_gate_settings_are_checked_when_the_configuration_loads():
+    unquoted = load_config(overrides=["gate.min_event_ts=1990-01-01"])  # YAML reads a date
+    assert unquoted.gate_settings.min_event_ts == "1990-01-01"
+    with pytest.raises(ConfigError, match="gate.min_event_ts .*'last year' is not an ISO date"):
+        load_config(overrides=["datasets.synthetic.gate.min_event_ts=last year"])
+    with pytest.raises(ConfigError, match="gate.epoch_ms_from .* must be above 0"):
+        load_config(overrides=["gate.epoch_ms_from=0"])
+
+
+def test_a_hint_is_printed_under_its_finding():
+    (finding,) = repeated_column_findings({"videos": {"duration_s": 2}}, {"videos": 10})
+    report = GateReport("input", False, [finding], [], 3, sources={"videos": "/d/videos.csv"})
+    lines = report.summary().splitlines()
+    assert lines[1] == (
+        "  x videos.duration_s: column is named once in the file "
+        "[file_header_names_each_column_once]: observed 2 times, e.g. 'duration_s'"
+    )
+    assert lines[2].startswith("      hint: keep one column named 'duration_s'")
+    assert lines[3] == "  videos: /d/videos.csv"
+
+
+def test_epoch_numbers_among_dates_get_a_hint_naming_the_unit():
+    finding = Finding(
+        "events", "ts", "value parses as a timestamp", "expect_column_values_to_be_null", 1, 9
+    )
+    finding.examples = ["1700000000000"]
+    assert "looks like epoch milliseconds" in epoch_hint(finding, 1e11).hint
 
 
 def test_the_gates_import_in_a_plain_python_c_process():

@@ -1,7 +1,8 @@
 """Promotion and publishing through `main` on a toy workspace of its own: the first table becomes
 the champion; an unchanged rerun reuses every step; a better challenger is promoted and a worse
-one is not; rollback; and SIGKILL at every step boundary and in the middle of publishing leaves
-the champion alias and the online table as they were, after which a rerun succeeds."""
+one is not; rollback; and SIGKILL at a step boundary, in the middle of publishing and at random
+moments (tests/chaos.py) leaves the champion alias and the online table agreeing, after which a
+rerun succeeds."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pipelines.features import feature_repo_dir
 from pipelines.main import run_main
 from pipelines.merge import CHALLENGER, CHAMPION, MODEL_NAME
 from pipelines.promote import compare_metrics, run_rollback
-from tests.conftest import REPO, SMALL_MODELS
+from tests.chaos import TOY, run_chaos
+from tests.conftest import REPO
 
 LOWER = {"dislike_rate"}
 METRICS = ["recall_click", "dislike_rate"]
@@ -132,27 +134,12 @@ def test_run_promote_replaces_a_champion_at_zero_dislike(tmp_path, mlflow_store)
 
 # The toy world with small networks; the "broken" configuration keeps only near-identical
 # candidates, so its lists are short and its recall falls far below the good one's.
-GOOD = [
-    "synthetic.size=toy",
-    "coordinating.threshold=0.3",
-    "training.min_positives=3",
-    "promotion.tolerance=0.2",
-    *SMALL_MODELS,
-]
+GOOD = list(TOY)  # tests/chaos.py: the toy world, small networks, a tolerant gate
 # A near-empty gate, not filled: a clearly worse table.
 BROKEN = [*GOOD, "candidates.threshold=0.99", "candidates.min_per_source=0"]
-KILL_POINTS = [
-    "after:generate",
-    "after:validate",
-    "after:features",
-    "after:candidates",
-    "after:train",
-    "after:merge",
-    "after:evaluate",
-    "after:promote",
-    "publish:copy-written",
-    "publish:materialized",
-]
+# Kills at fixed points: the two moments inside publishing where a reader could be left with a
+# half-written copy. Kills at random moments (step boundaries or not): the chaos rounds below.
+KILL_POINTS = ["publish:copy-written", "publish:materialized"]
 
 
 class Workspace:
@@ -165,7 +152,7 @@ class Workspace:
         return load_config(overrides=[*self.common, *overrides])
 
     def main(self, overrides):
-        return run_main(self.config(overrides), progress=False)
+        return run_main(self.config(overrides))
 
     def subprocess(self, overrides, kill_at: str | None = None) -> subprocess.CompletedProcess:
         sets = [item for o in [*self.common, *overrides] for item in ("--set", o)]
@@ -274,7 +261,7 @@ def test_rollback_moves_the_champion_back_and_republishes(worse, better, first, 
 
 
 @pytest.mark.slow
-def test_sigkill_at_every_boundary_leaves_alias_and_online_table_unchanged(worse, workspace):
+def test_sigkill_at_fixed_points_leaves_alias_and_online_table_unchanged(worse, workspace):
     # A new configuration the promotion would approve: every step after features runs again.
     variant = [*GOOD, "merge.manual_weights.share=0.9"]
     before = workspace.state()
@@ -288,6 +275,14 @@ def test_sigkill_at_every_boundary_leaves_alias_and_online_table_unchanged(worse
     champion, live, lists = workspace.state()
     assert champion == live.version != before[0]
     assert all(version == champion for _, ids, version in lists if ids)
+
+
+@pytest.mark.slow
+def test_three_chaos_kills_at_random_moments_leave_everything_agreeing(workspace):
+    # `make chaos` runs 20 of these rounds (tests/chaos.py).
+    rounds = run_chaos(workspace.root, kills=3, seed=3, deep_every=0, report=lambda line: None)
+    assert sum(r.killed for r in rounds) >= 2, rounds
+    assert all(r.ok for r in rounds), rounds
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines import workspace
+from pipelines.cli import EXIT_GATE, main
 from pipelines.config import load_config
 from pipelines.data.io import read_table, write_table
 from pipelines.gate_report import GateFailed, GateReport
@@ -283,6 +284,123 @@ def test_a_failed_gate_leaves_the_previous_validated_tables_as_they_were(tmp_pat
     with pytest.raises(GateFailed):
         run_validate(broken)
     pd.testing.assert_frame_equal(read_table(first.folder / "events.parquet"), before)
+
+
+# --- holes of issue 16: each bad input is named in the gate's report and exits 3 ----------------
+
+
+def _cli_rejects(
+    tmp_path: Path, tables: dict[str, pd.DataFrame], capsys, suffix: str = ".csv"
+) -> str:
+    """Run `validate` from the command line on tables written as files: it must exit with the
+    gate's code 3; returns what it printed on stderr (the gate's report)."""
+    overrides = []
+    for name, frame in tables.items():
+        path = write_table(frame, tmp_path / "input" / f"{name}{suffix}")
+        overrides += ["--set", f"datasets.synthetic.files.{name}={path}"]
+    code = main(["--workspace", str(tmp_path / "workspace"), *overrides, "validate"])
+    assert code == EXIT_GATE
+    assert not (tmp_path / "workspace/data/synthetic/validated").exists()
+    return capsys.readouterr().err
+
+
+def _says(err: str, tmp_path: Path, table: str, where: str, *words: str) -> None:
+    """The report names the table and column, the file, and the example and hint `words`."""
+    assert f"x {where}: " in err, err
+    assert f"{table}: {tmp_path / 'input'}" in err, err
+    assert "hint: " in err, err
+    for word in words:
+        assert word in err, err
+    assert "Traceback" not in err and "Warning" not in err, err
+
+
+def test_mixed_time_zones_are_parsed_per_value_naive_as_utc(tmp_path, toy_tables):
+    events = toy_tables["events"]
+    instants = events["ts"].copy()
+    text = instants.dt.strftime("%Y-%m-%d %H:%M:%S.%f").copy()  # naive: UTC by the contract
+    text[0] = instants[0].tz_convert("Asia/Shanghai").isoformat()  # +08:00, then naive rows
+    text[2] = instants[2].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text[4] = instants[4].tz_convert("America/New_York").isoformat()
+    assert text[0].endswith("+08:00") and text[2].endswith("Z") and "+" not in text[1]
+    toy_tables["events"] = events.assign(ts=text)
+    validated = run_validate(_config(tmp_path, toy_tables, suffix=".csv"))
+    read = read_table(validated.folder / "events.parquet")["ts"]
+    pd.testing.assert_series_equal(read, instants, check_names=False)
+    assert read[1] == instants[1] and read[5] == instants[5]  # naive rows after offset rows
+
+
+def test_epoch_seconds_are_read_as_utc_and_logged(tmp_path, toy_tables, caplog):
+    events = toy_tables["events"].drop(columns="source_video_id")  # derived from ts as well
+    seconds = events["ts"].astype("int64") // 10**9
+    toy_tables["events"] = events.assign(ts=seconds)
+    with caplog.at_level("INFO", logger="pipelines.data.contract"):
+        validated = run_validate(_config(tmp_path, toy_tables, suffix=".csv"))
+    assert validated.report.success and not validated.report.warnings
+    read = read_table(validated.folder / "events.parquet")
+    assert read["ts"].tolist() == pd.to_datetime(seconds, unit="s", utc=True).tolist()
+    assert read["source_video_id"].notna().any()
+    assert "events.ts: bare numbers, read as epoch seconds" in caplog.text
+
+
+def test_epoch_milliseconds_pass_without_a_repeated_event_finding(tmp_path, toy_tables):
+    millis = toy_tables["events"]["ts"].astype("int64") // 10**6
+    toy_tables["events"] = toy_tables["events"].assign(ts=millis.astype(str))
+    validated = run_validate(_config(tmp_path, toy_tables, suffix=".csv"))
+    assert validated.report.success and not validated.report.warnings
+    read = read_table(validated.folder / "events.parquet")["ts"]
+    assert read.tolist() == pd.to_datetime(millis, unit="ms", utc=True).tolist()
+
+
+def test_epoch_numbers_among_dates_are_refused_with_a_hint(tmp_path, toy_tables, capsys):
+    events = toy_tables["events"].astype({"ts": str})
+    events.loc[3, "ts"] = "828124615"
+    toy_tables["events"] = events
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    _says(err, tmp_path, "events", "events.ts", "'828124615'", "looks like epoch seconds")
+    assert "an event is not repeated" not in err and "out of range" not in err
+
+
+def test_rejects_an_event_before_the_configured_lower_bound(tmp_path, toy_tables, capsys):
+    toy_tables["events"].loc[6, "ts"] = pd.Timestamp("1970-01-01 00:00:10", tz="UTC")
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    _says(err, tmp_path, "events", "events.ts", "event is not before 2000-01-01", "1970-01-01")
+    assert "gate.min_event_ts" in err
+
+
+def test_the_lower_bound_on_events_is_configurable(tmp_path, toy_tables):
+    toy_tables["events"].loc[6, "ts"] = pd.Timestamp("1999-06-01", tz="UTC")
+    report = _reject(tmp_path, toy_tables)
+    finding = next(f for f in report.errors if f.column == "ts")
+    assert finding.check == "event is not before 2000-01-01" and finding.unexpected_count == 1
+    assert finding.examples == [pd.Timestamp("1999-06-01", tz="UTC")]
+    config = _config(
+        tmp_path / "lower", toy_tables, extra=("datasets.synthetic.gate.min_event_ts=1990-01-01",)
+    )
+    assert run_validate(config).report.success
+
+
+def test_rejects_a_column_named_twice_in_a_csv_header(tmp_path, toy_tables, capsys):
+    videos = toy_tables["videos"]
+    toy_tables["videos"] = pd.concat([videos, videos[["duration_s"]]], axis=1)
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    _says(err, tmp_path, "videos", "videos.duration_s", "column is named once", "observed 2 times")
+    assert f"videos: {tmp_path / 'input' / 'videos.csv'}" in err
+
+
+def test_rejects_numbers_that_are_not_finite(tmp_path, toy_tables, capsys):
+    toy_tables["videos"].loc[[2, 5], "duration_s"] = [float("inf"), float("-inf")]
+    toy_tables["users"].loc[1, "level"] = float("inf")
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    _says(err, tmp_path, "videos", "videos.duration_s", "number is finite", "'inf'", "'-inf'")
+    assert "x users.level: number is finite" in err
+
+
+def test_non_finite_numbers_are_refused_in_parquet_too(tmp_path, toy_tables):
+    toy_tables["videos"].loc[2, "duration_s"] = float("inf")
+    report = _reject(tmp_path, toy_tables)
+    finding = next(f for f in report.errors if f.check == "number is finite")
+    assert (finding.table, finding.column, finding.examples) == ("videos", "duration_s", ["inf"])
+    assert finding.hint
 
 
 # --- the real data set ------------------------------------------------------------------------

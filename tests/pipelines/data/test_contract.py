@@ -10,8 +10,10 @@ from pipelines.data.contract import (
     LIST,
     STR,
     conform,
+    parse_timestamps,
     schemas_for,
     to_str,
+    to_utc,
     videos_schema,
 )
 
@@ -72,3 +74,51 @@ def test_list_attributes_from_lists_arrays_and_separated_strings():
     )
     tags = conform(raw, schema).frame["tags"].tolist()
     assert tags == [["x", "y"], ["z"], ["p", "q"], []]
+
+
+def test_time_zones_are_read_per_value_and_naive_is_utc():
+    # pandas parsing these together applies the first offset to the naive values after it
+    raw = pd.Series(
+        [
+            "2026-01-01T10:00:00+08:00",
+            "2026-01-01 10:00:00",
+            "2026-01-01T10:00:00Z",
+            "2026-01-01T10:00:00-0500",
+            "2026-01-01T10:00",
+            "2026-01-01 10:00:00 UTC",
+        ]
+    )
+    expected = ["02:00", "10:00", "10:00", "15:00", "10:00", "10:00"]
+    expected = [pd.Timestamp(f"2026-01-01 {hhmm}", tz="UTC") for hhmm in expected]
+    assert to_utc(raw).tolist() == expected
+
+
+def test_bare_numbers_are_epoch_seconds_or_milliseconds_by_magnitude():
+    seconds, unit = parse_timestamps(pd.Series(["828124615", None, "1700000000"]), 1e11)
+    assert unit == "s" and seconds[0] == pd.Timestamp("1996-03-29 18:36:55", tz="UTC")
+    millis, unit = parse_timestamps(pd.Series([828124615123, 1700000000000]), 1e11)
+    assert unit == "ms" and millis[0] == pd.Timestamp("1996-03-29 18:36:55.123", tz="UTC")
+    assert str(millis.dtype) == str(seconds.dtype) == "datetime64[ns, UTC]"
+    beyond, _ = parse_timestamps(pd.Series([1.7e9, np.inf, 1e300]), 1e11)
+    assert beyond.isna().tolist() == [False, True, True]  # unparseable, for the gate to report
+
+
+def test_bare_numbers_without_a_threshold_or_among_dates_do_not_parse():
+    assert to_utc(pd.Series([1700000000])).isna().all()
+    mixed = to_utc(pd.Series(["1700000000", "2026-01-01"]), 1e11)
+    assert pd.isna(mixed[0]) and mixed[1] == pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def test_conform_reports_numbers_that_are_not_finite():
+    schema = videos_schema({})
+    raw = pd.DataFrame(
+        {
+            "video_id": ["a", "b", "c"],
+            "duration_s": ["inf", "-inf", "3"],
+            "published_at": ["1700000000"] * 3,
+        }
+    )
+    result = conform(raw, schema, epoch_ms_from=1e11)
+    assert result.nonfinite["duration_s"].tolist() == ["inf", "-inf"]
+    assert result.unparseable["duration_s"].empty
+    assert result.frame["published_at"].notna().all()

@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 from pipelines.data.contract import conform, videos_schema
-from pipelines.data.io import DataFileError, find_table, publish_folder, read_table, write_table
+from pipelines.data.io import (
+    DataFileError,
+    find_table,
+    publish_folder,
+    read_table,
+    repeated_columns,
+    write_table,
+)
 
 
 @pytest.fixture
@@ -66,3 +73,12 @@ def test_publish_folder_leaves_the_old_folder_on_error(tmp_path, videos):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [target.name, target.resolve().name]
     )
+
+
+def test_a_column_named_twice_in_a_csv_header_is_found(tmp_path):
+    path = tmp_path / "videos.csv.gz"
+    pd.DataFrame([[1, 2, 3, 4]], columns=["a", "b", "a", "a"]).to_csv(path, index=False)
+    assert list(read_table(path).columns) == ["a", "b", "a.1", "a.2"]  # what pandas makes of it
+    assert repeated_columns(path) == {"a": 3}
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "ok.parquet")
+    assert repeated_columns(tmp_path / "ok.parquet") == {}

@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: install test test-quick demo lint clean chaos
+.PHONY: install redis test test-quick demo lint clean chaos
 
 install: $(STAMP)
 
@@ -20,9 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip check
 	touch $(STAMP)
 
-test: install
+# The Redis tests need a real redis-server: from Debian's packages when it is not on PATH.
+redis:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+test: install redis
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The tests that need no trained chain, server or Spark (fixtures that do are marked slow in
+# tests/conftest.py).
 test-quick: install
 	$(PY) -m pytest -m "not slow and not spark" $(PYTEST_ARGS)
 

@@ -22,6 +22,32 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 threadpool_limits(1, "blas")
 
+# Fixtures that run (part of) the chain, train models or start a server: a test that needs one,
+# directly or through another fixture, is marked slow (`make test-quick` skips it).
+HEAVY_FIXTURES = frozenset(
+    {
+        "toy_pipeline",
+        "toy_trained",
+        "published_workspace",
+        "published",
+        "service",
+        "evaluated",
+        "experiment",
+        "merged",
+        "first",
+        "redis_server",
+        "applied_repo",
+        "trained",
+        "kuairand_dir",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def config():

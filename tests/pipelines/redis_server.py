@@ -1,7 +1,7 @@
-"""A real Redis server for tests: `redis-server` from PATH (installed with apt-get when missing),
-started on a free loopback port without persistence, stopped at the end.
+"""A real Redis server for tests: `redis-server` from PATH (`make redis` installs it; `make test`
+runs that first), started on a free loopback port without persistence, stopped at the end.
 
-Installing is not optional: CI must run the Redis tests, so a failed install fails the test.
+A missing server fails the test, never skips it: CI must run the Redis tests.
 """
 
 from __future__ import annotations
@@ -44,31 +44,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def redis_server_binary() -> str:
-    """`redis-server` from PATH (or /usr/bin), installed from Debian's packages if missing."""
-    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin:/usr/sbin")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.fail("redis-server is not installed and there is no apt-get to install it")
-    steps = ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "redis-server"])
-    for step in steps:
-        result = subprocess.run(
-            step,
-            capture_output=True,
-            text=True,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-10:])
-            pytest.fail(
-                f"redis-server is missing and `{' '.join(step)}` failed "
-                f"(exit {result.returncode}); install it by hand (apt-get install redis-server):\n"
-                f"{tail}"
-            )
+    """`redis-server` from PATH (or /usr/bin). `make test` installs it first (`make redis`, from
+    Debian's packages); a missing one fails the test, naming the target."""
     found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin:/usr/sbin")
     if not found:
-        pytest.fail("apt-get installed redis-server, but no redis-server executable was found")
+        pytest.fail(
+            "redis-server is not installed: run `make redis` (apt-get install redis-server), "
+            "which `make test` runs first"
+        )
     return found
 
 

@@ -2,8 +2,10 @@
 
 A failed gate names every failed expectation with its table, column, failing count, examples
 and a hint where one is plain, and leaves its results as HTML data docs; the caller then writes
-nothing downstream. Checks of a file itself (a column named twice in a CSV header) are findings
-of the same report, made before the suites run.
+nothing downstream. Checks of a file itself (a directory holding no table; a CSV file with
+another delimiter, a column named twice in its header or a NUL character) are findings of the
+same report, made before the suites run; a table whose file is not one is named once, by that
+finding.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from pipelines.data.contract import (
     EVENTS,
     FLAG,
     FLOAT,
+    ID,
+    ID_WORDS,
     INT,
+    LIST,
     NUMBER,
     TIMESTAMP,
     USERS,
@@ -35,8 +40,10 @@ from pipelines.data.contract import (
     TableSchema,
     conform,
     epoch_unit,
+    malformed_ids,
     to_utc,
 )
+from pipelines.data.io import FOREIGN_DELIMITERS, FileShape
 from pipelines.gate_report import Finding, GateReport
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 UNPARSEABLE = "{} (values that do not parse)"
 UNKNOWN = "{} (ids not known)"
 NONFINITE = "{} (numbers not finite)"
+MALFORMED = "{} (ids not well-formed)"
 PLAY_RATIO = "play_time_s / duration_s"
 DOCS_SITE = "gate_docs"
 
@@ -53,12 +61,21 @@ FINITE = "number is finite"
 NOT_BEFORE = "event is not before {}"
 NAMED_ONCE = "column is named once in the file"
 FILE_CHECK = "file_header_names_each_column_once"  # not Great Expectations': read from the file
+IS_TABLE, TABLE_CHECK = "file holds a table", "file_is_a_table_file"
+COMMAS, COMMAS_CHECK = "file is comma-separated", "file_is_comma_separated"
+NO_NUL, NUL_CHECK = "file holds no NUL character", "file_holds_no_nul_character"
+LISTED = "list is its items joined with {!r}"
+WELL_FORMED = "id is well-formed"
+# The items of a list cell written as a Python or NumPy list: its quoted strings.
+QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 HINTS = {
     PARSES_AS.format("a timestamp"): "write ISO 8601 (2026-01-01T10:00:00Z; no zone is UTC), "
     "or the whole column as epoch seconds or milliseconds",
     PARSES_AS.format("a number"): "write plain numbers (3.5); leave the cell empty where the "
     "column may be missing",
     FINITE: "inf and -inf cannot be trained on: write the real value, or drop the row",
+    WELL_FORMED: f"an id is {ID_WORDS}, the form the HTTP API accepts (it refuses any other "
+    "with 422): strip spaces, and map other ids to this form",
 }
 
 
@@ -80,8 +97,9 @@ def input_check_frames(
     epoch_ms_from: float | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Conformed]]:
     """Conform each table and add the helper columns the suites read: raw values that did not
-    parse, numbers that are not finite, ids that reference nothing, and play time relative to
-    the video's duration."""
+    parse (list cells written as a Python or NumPy list among them), numbers that are not
+    finite, ids not well-formed, ids that reference nothing, and play time relative to the
+    video's duration."""
     conformed = {
         name: conform(tables[name], schemas[name], list_separator, epoch_ms_from)
         for name in schemas
@@ -89,10 +107,13 @@ def input_check_frames(
     frames = {}
     for name, result in conformed.items():
         frame = result.frame.copy()
-        for column in schemas[name].of_kind(TIMESTAMP, FLOAT, INT, FLAG):
+        for column in schemas[name].of_kind(TIMESTAMP, FLOAT, INT, FLAG, LIST):
             frame[UNPARSEABLE.format(column)] = _raw_at(frame.index, result.unparseable, column)
         for column in schemas[name].of_kind(FLOAT, INT):
             frame[NONFINITE.format(column)] = _raw_at(frame.index, result.nonfinite, column)
+        for column in schemas[name].of_kind(ID):
+            ids = frame[column] if column in frame else pd.Series(None, index=frame.index)
+            frame[MALFORMED.format(column)] = ids.where(malformed_ids(ids), None).astype(object)
         frames[name] = frame
     events, videos, users = frames[EVENTS], frames[VIDEOS], frames[USERS]
     known_videos = set(videos["video_id"].dropna()) if "video_id" in videos else set()
@@ -123,9 +144,13 @@ def _raw_at(index: pd.Index, raw: Mapping[str, pd.Series], column: str) -> pd.Se
 
 
 def input_suites(
-    schemas: Mapping[str, TableSchema], settings: GateSettings, now: pd.Timestamp
+    schemas: Mapping[str, TableSchema],
+    settings: GateSettings,
+    now: pd.Timestamp,
+    list_separator: str = "|",
 ) -> dict[str, list]:
-    """The expectations of each input table, each carrying table, column and check in `meta`."""
+    """The expectations of each input table, each carrying table, column and check in `meta`;
+    list cells are checked to be written joined with `list_separator`."""
     latest = (now + pd.Timedelta(settings.future_slack)).isoformat()
     suites: dict[str, list] = {name: [] for name in schemas}
 
@@ -149,6 +174,24 @@ def input_suites(
                     col,
                     check,
                     hint=HINTS[check],
+                    column=UNPARSEABLE.format(col),
+                )
+            if column.kind == ID:
+                add(
+                    gxe.ExpectColumnValuesToBeNull,
+                    name,
+                    col,
+                    WELL_FORMED,
+                    hint=HINTS[WELL_FORMED],
+                    column=MALFORMED.format(col),
+                )
+            if column.kind == LIST:
+                add(
+                    gxe.ExpectColumnValuesToBeNull,
+                    name,
+                    col,
+                    LISTED.format(list_separator),
+                    hint=list_hint_text(None, list_separator),
                     column=UNPARSEABLE.format(col),
                 )
             if column.kind in (FLOAT, INT):
@@ -254,12 +297,13 @@ def run_suites(
     sources: Mapping[str, object] | None = None,
     file_findings: Sequence[Finding] = (),
     file_checks: int = 0,
-    refine: Callable[[Finding], Finding] | None = None,
+    refine: Callable[[Finding], Finding | None] | None = None,
 ) -> GateReport:
     """Validate each frame against its suite (one checkpoint per table: a checkpoint takes one
     dataframe per run); optionally build the HTML data docs into `docs_dir` once, at the end,
     replacing what was there. `file_findings` (errors) of `file_checks` checks made on the files
-    themselves join the report first; `refine`, if given, rewords each finding (its hint)."""
+    themselves join the report first; `refine`, if given, rewords each finding (its hint), or
+    drops it by returning None."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(gate)
@@ -302,7 +346,8 @@ def run_suites(
         )
         context.build_data_docs(site_names=[DOCS_SITE])
     if refine is not None:
-        errors, warnings = [refine(f) for f in errors], [refine(f) for f in warnings]
+        errors = [f for f in map(refine, errors) if f is not None]
+        warnings = [f for f in map(refine, warnings) if f is not None]
     docs_index = docs_dir / "index.html" if docs_dir is not None else None
     report = GateReport(
         gate,
@@ -377,6 +422,86 @@ def epoch_hint(finding: Finding, epoch_ms_from: float) -> Finding:
     return finding
 
 
+def list_hint_text(example: str | None, list_separator: str) -> str:
+    """How a list is written in a CSV cell; with an `example` written as a Python or NumPy
+    list, how that one should read."""
+    how = (
+        f"write a list as its items joined with {list_separator!r} (a{list_separator}b), not as "
+        "a Python or NumPy list, which DataFrame.to_csv writes; write_table joins them"
+    )
+    if example is None:
+        return how
+    items = ["".join(pair) for pair in QUOTED.findall(example)]
+    return f"{example!r} should read {list_separator.join(items)!r}: {how}"
+
+
+def list_hint(finding: Finding, list_separator: str) -> Finding:
+    """A list-cell finding's hint shows its first example rewritten the contract's way."""
+    if finding.check == LISTED.format(list_separator) and finding.examples:
+        finding.hint = list_hint_text(str(finding.examples[0]), list_separator)
+    return finding
+
+
+def file_check_findings(
+    shapes: Mapping[str, FileShape], rows: Mapping[str, int]
+) -> tuple[list[Finding], int]:
+    """The errors of the checks made on each table's file itself, and how many checks were
+    made: every file holds a table (is not a directory without Parquet files); a CSV file is
+    comma-separated, its header names each column once, and it holds no NUL character."""
+    findings, checks = [], 0
+    for table, shape in shapes.items():
+        checks += 1 + (3 if shape.csv else 0)
+        if shape.empty_directory:
+            findings.append(
+                Finding(
+                    table=table,
+                    column=None,
+                    check=IS_TABLE,
+                    expectation=TABLE_CHECK,
+                    unexpected_count=None,
+                    row_count=0,
+                    examples=[shape.path.name],
+                    observed="a directory with no Parquet file in it, not a file",
+                    hint=f"point the data set's files.{table} at a Parquet or CSV file (a "
+                    "directory is read only as the Parquet parts of one table)",
+                )
+            )
+        elif shape.delimiter is not None:
+            name = FOREIGN_DELIMITERS[shape.delimiter]
+            findings.append(
+                Finding(
+                    table=table,
+                    column=None,
+                    check=COMMAS,
+                    expectation=COMMAS_CHECK,
+                    unexpected_count=None,
+                    row_count=rows.get(table, 0),
+                    examples=list(shape.first_row[:1]),
+                    observed=f"one column named {shape.header[0]!r}",
+                    hint=f"the file looks {name}-delimited; write it comma-separated (lists "
+                    "inside a cell stay joined with the list separator)",
+                )
+            )
+        if shape.nul_line is not None:
+            line, text = shape.nul_line
+            findings.append(
+                Finding(
+                    table=table,
+                    column=None,
+                    check=NO_NUL,
+                    expectation=NUL_CHECK,
+                    unexpected_count=None,
+                    row_count=rows.get(table, 0),
+                    examples=[text],
+                    observed=f"a NUL character on line {line:,}",
+                    hint="the CSV reader would cut the value short at the NUL without a word: "
+                    f"remove it (an id is {ID_WORDS})",
+                )
+            )
+        findings += repeated_column_findings({table: shape.repeated}, rows)
+    return findings, checks
+
+
 def repeated_column_findings(
     repeated: Mapping[str, Mapping[str, int]], rows: Mapping[str, int]
 ) -> list[Finding]:
@@ -408,23 +533,30 @@ def run_input_gate(
     list_separator: str = "|",
     now: pd.Timestamp | None = None,
     sources: Mapping[str, object] | None = None,
-    repeated_columns: Mapping[str, Mapping[str, int]] | None = None,
+    files: Mapping[str, FileShape] | None = None,
 ) -> tuple[GateReport, dict[str, pd.DataFrame]]:
     """Run the input gate over raw tables (read from `sources`, the files the report names;
-    `repeated_columns` lists what their headers name twice, see `io.repeated_columns`); return
-    the report and the conformed tables, which the caller may write only if the report
-    succeeded."""
+    `files` says what those files are, see `io.file_shape`); return the report and the
+    conformed tables, which the caller may write only if the report succeeded. A table whose
+    file is not a comma-separated table is reported once, by its file's finding."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     frames, conformed = input_check_frames(tables, schemas, list_separator, settings.epoch_ms_from)
-    suites = input_suites(schemas, settings, now)
+    suites = input_suites(schemas, settings, now, list_separator)
+    found, file_checks = file_check_findings(
+        files or {}, {name: len(frame) for name, frame in tables.items()}
+    )
     log.info(
         "input gate: checking %s against %d expectations",
         ", ".join(f"{name} {len(frame):,} rows" for name, frame in frames.items()),
-        sum(len(suite) for suite in suites.values()),
+        file_checks + sum(len(suite) for suite in suites.values()),
     )
-    file_findings = repeated_column_findings(
-        repeated_columns or {}, {name: len(frame) for name, frame in tables.items()}
-    )
+    unreadable = {name for name, shape in (files or {}).items() if not shape.holds_table}
+
+    def refine(finding: Finding) -> Finding | None:
+        if finding.table in unreadable and finding.expectation not in (TABLE_CHECK, COMMAS_CHECK):
+            return None  # its columns are all "missing": the file's finding says why
+        return list_hint(epoch_hint(finding, settings.epoch_ms_from), list_separator)
+
     report = run_suites(
         "input",
         frames,
@@ -432,9 +564,9 @@ def run_input_gate(
         docs_dir,
         settings.examples,
         sources,
-        file_findings,
-        file_checks=len(tables) if repeated_columns is not None else 0,
-        refine=lambda finding: epoch_hint(finding, settings.epoch_ms_from),
+        found,
+        file_checks=file_checks,
+        refine=refine,
     )
     log.info(
         "input gate %s: %d expectations, %d failed, %d within tolerance",

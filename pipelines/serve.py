@@ -26,14 +26,16 @@ from pydantic import BaseModel
 from pipelines import feature_store, online
 from pipelines.broken import BrokenState
 from pipelines.config import Config
+from pipelines.data.contract import ID_PATTERN, ID_WORDS
 from pipelines.http_limits import uvicorn_settings
 from pipelines.online import Live, NothingPublished, RelatedList
 
 log = logging.getLogger(__name__)
 
-# A well-formed video id: 1 to 128 letters, digits and `_ . : -`; any other id is refused with 422
-# before the store is asked. A well-formed id the live table does not hold is a 404.
-VIDEO_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+# A well-formed video id is the contract's (the input gate refuses any other): any other id is
+# refused with 422 before the store is asked. A well-formed id the live table does not hold is a
+# 404.
+VIDEO_ID = ID_PATTERN
 
 
 # What a request hears before the first publish (the log names the feature repo).
@@ -235,7 +237,7 @@ def create_app(repo: Path, max_n: int, default_n: int, docs: bool = False) -> Fa
             str,
             PathParameter(
                 pattern=VIDEO_ID,
-                description="1 to 128 characters of letters, digits and _ . : -",
+                description=ID_WORDS,
             ),
         ],
         n: Annotated[

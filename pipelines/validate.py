@@ -4,7 +4,9 @@ if it passes write them, in contract types, to the data set's `validated` folder
 A failed gate exits non-zero, names every failed expectation, leaves HTML data docs in the
 reports folder and writes nothing downstream (the previous validated folder stays as it was).
 Where events lack `source_video_id` it is derived first, ordering events by `ts` read the way
-the gate reads it.
+the gate reads it (where `user_id`, `video_id` or `ts` is missing, the gate names it instead). A
+file that is not a table (an empty directory, a CSV file with another delimiter) is not read:
+the gate names the file and what it is.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from pipelines import tracking, workspace
 from pipelines.config import Config
 from pipelines.data.contract import EVENTS, schemas_for, to_utc
 from pipelines.data.io import (
+    file_shape,
     publish_folder,
     read_table,
-    repeated_columns,
     write_json,
     write_table,
 )
@@ -32,6 +34,8 @@ from pipelines.gate_report import GateFailed, GateReport
 from pipelines.gates import run_input_gate
 
 log = logging.getLogger(__name__)
+
+DERIVED_FROM = ("user_id", "video_id", "ts")  # what deriving source_video_id reads
 
 
 @dataclass
@@ -48,12 +52,12 @@ def run_validate(config: Config) -> Validated:
         "validate", {"dataset": config.data.dataset, **{f"{k}_file": v for k, v in files.items()}}
     ):
         started = time.perf_counter()
-        tables = {name: read_table(path) for name, path in files.items()}
+        shapes = {name: file_shape(path) for name, path in files.items()}
+        tables = {
+            name: read_table(path) if shapes[name].holds_table else pd.DataFrame()
+            for name, path in files.items()
+        }
         if "source_video_id" not in tables[EVENTS].columns:
-            log.info(
-                "events have no source_video_id: deriving it (window %s)",
-                config.dataset.source_window,
-            )
             tables[EVENTS] = with_source_video_ids(tables[EVENTS], config)
         report, conformed = run_input_gate(
             tables,
@@ -62,7 +66,7 @@ def run_validate(config: Config) -> Validated:
             docs_dir,
             config.data.csv_list_separator,
             sources=files,
-            repeated_columns={name: repeated_columns(path) for name, path in files.items()},
+            files=shapes,
         )
         rows = {name: len(frame) for name, frame in tables.items()}
         mlflow.log_metrics(
@@ -97,7 +101,13 @@ def run_validate(config: Config) -> Validated:
 def with_source_video_ids(events: pd.DataFrame, config: Config) -> pd.DataFrame:
     """Raw events with `source_video_id` derived. The derivation orders by `ts` parsed as the
     gate parses it (zones per value, epoch numbers detected), while the raw `ts` stays for the
-    gate to judge."""
+    gate to judge. Without `user_id`, `video_id` or `ts` nothing is derived (the column is left
+    empty): the gate names what is missing."""
+    if not set(DERIVED_FROM) <= set(events.columns):
+        return events.assign(source_video_id=None)
+    log.info(
+        "events have no source_video_id: deriving it (window %s)", config.dataset.source_window
+    )
     parsed = events
     if "ts" in events.columns:
         parsed = events.assign(ts=to_utc(events["ts"], config.gate_settings.epoch_ms_from))

@@ -29,12 +29,14 @@ from pipelines.merge import CHAMPION, MODEL_NAME
 from tests.conftest import SMALL_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-# The toy world with small networks and a tolerant promotion gate (as the promotion tests use).
+# The toy world with small networks and a tolerant promotion gate (as the promotion tests use);
+# `main` evaluates the full method only (and the baseline, always): the promotion reads its row.
 TOY = (
     "synthetic.size=toy",
     "coordinating.threshold=0.3",
     "training.min_positives=3",
     "promotion.tolerance=0.2",
+    "evaluation.main_methods=[multi-task]",
     *SMALL_MODELS,
 )
 PROBES = ("v000001", "v000002", "v000003", "v000010", "v000100")

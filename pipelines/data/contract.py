@@ -2,9 +2,10 @@
 
 `conform` turns a frame read from any file into the contract's types without ever raising on bad
 values: what cannot be parsed becomes null and is returned beside, for the input gate to report,
-as are numbers that are not finite. Timestamps are parsed value by value as to their zone (a
-naive one is UTC, whatever its neighbours carry); a column of bare numbers is epoch time when an
-`epoch_ms_from` threshold is given (seconds below it, milliseconds from it on).
+as are numbers that are not finite and list cells written as a Python or NumPy list. Timestamps
+are parsed value by value as to their zone (a naive one is UTC, whatever its neighbours carry);
+a column of bare numbers is epoch time when an `epoch_ms_from` threshold is given (seconds below
+it, milliseconds from it on). `ID_PATTERN` is the one form of an id, shared with the HTTP API.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 ZONED = r"(?i)^.*\d:\d{2}.*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 EPOCH_SECONDS, EPOCH_MILLISECONDS = "s", "ms"
 EPOCH_WORDS = {EPOCH_SECONDS: "epoch seconds", EPOCH_MILLISECONDS: "epoch milliseconds"}
+
+# A well-formed id (user_id, video_id, source_video_id), the one pattern of the contract: the
+# input gate refuses any other id, and the HTTP API refuses it in a path with 422. Match it
+# against the whole value (`re.fullmatch`; pydantic's `pattern` anchors to the whole value too),
+# so that a trailing newline does not slip through `$`.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+ID_WORDS = "1 to 128 letters, digits and _ . : -"
+# A list cell written as a Python list (['x', 'y']) or a NumPy array (['x' 'y']), which is what
+# `DataFrame.to_csv` writes for a list column: not the contract's items joined with a separator.
+LIST_REPR = r"(?s)\s*\[\s*\]\s*|\s*\[\s*['\"].*['\"]\s*\]\s*"
 
 
 @dataclass(frozen=True)
@@ -131,8 +142,9 @@ def schemas_for(dataset: DatasetConfig) -> dict[str, TableSchema]:
 
 @dataclass
 class Conformed:
-    """A table in contract types, plus the raw values that did not parse, and the raw values of
-    numbers that are not finite (inf, -inf), per column."""
+    """A table in contract types, plus the raw values that did not parse (for a list column: a
+    cell written as a Python or NumPy list), and the raw values of numbers that are not finite
+    (inf, -inf), per column."""
 
     frame: pd.DataFrame
     unparseable: dict[str, pd.Series]
@@ -160,6 +172,7 @@ def conform(
             out[column.name] = to_str(raw)
         elif column.kind == LIST:
             out[column.name] = to_str_lists(raw, list_separator)
+            unparseable[column.name] = raw[list_reprs(raw)]
         elif column.kind == TIMESTAMP:
             parsed, unit = parse_timestamps(raw, epoch_ms_from)
             if unit is not None:
@@ -208,6 +221,19 @@ def to_str_lists(values: pd.Series, separator: str = "|") -> pd.Series:
         return [part for part in str(value).split(separator) if part != ""]
 
     return values.map(one).astype(object)
+
+
+def list_reprs(values: pd.Series) -> pd.Series:
+    """Where a cell is text written as a Python or NumPy list (`['x' 'y']`, `['x', 'y']`, `[]`)
+    rather than the items joined with the list separator; a real list or array is not text."""
+    text = values.map(lambda v: v if isinstance(v, str) else None).astype("string")
+    return text.str.fullmatch(LIST_REPR).fillna(False).astype(bool)
+
+
+def malformed_ids(values: pd.Series) -> pd.Series:
+    """Where an id (as text, see `to_str`) is present but does not match `ID_PATTERN`."""
+    text = values.astype("string")
+    return (text.notna() & ~text.str.fullmatch(ID_PATTERN).fillna(False)).astype(bool)
 
 
 def to_utc(values: pd.Series, epoch_ms_from: float | None = None) -> pd.Series:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, load_config
 from pipelines.data.contract import schemas_for
+from pipelines.data.io import FileShape
 from pipelines.gate_report import Finding, GateReport
-from pipelines.gates import epoch_hint, input_suites, repeated_column_findings
+from pipelines.gates import (
+    epoch_hint,
+    file_check_findings,
+    input_suites,
+    list_hint,
+    repeated_column_findings,
+)
 
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
 
@@ -90,6 +98,64 @@ def test_epoch_numbers_among_dates_get_a_hint_naming_the_unit():
     )
     finding.examples = ["1700000000000"]
     assert "looks like epoch milliseconds" in epoch_hint(finding, 1e11).hint
+
+
+def test_every_id_column_is_checked_well_formed_and_lists_joined(config):
+    suites = input_suites(schemas_for(config.dataset), config.gate_settings, NOW, "|")
+    checked = {
+        (table, e.meta["column"])
+        for table, rules in suites.items()
+        for e in rules
+        if e.meta["check"] == "id is well-formed"
+    }
+    assert checked == {
+        ("videos", "video_id"),
+        ("users", "user_id"),
+        ("events", "user_id"),
+        ("events", "video_id"),
+        ("events", "source_video_id"),
+    }
+    listed = {
+        e.meta["column"]
+        for e in suites["videos"]
+        if e.meta["check"] == "list is its items joined with '|'"
+    }
+    assert listed == {"styles", "actors", "staff", "tags"}
+
+
+def test_a_list_written_as_a_numpy_repr_gets_a_hint_showing_it_joined():
+    finding = Finding(
+        "videos",
+        "tags",
+        "list is its items joined with ';'",
+        "expect_column_values_to_be_null",
+        1,
+        9,
+    )
+    finding.examples = ["['drama' 'crime']"]
+    hint = list_hint(finding, ";").hint
+    assert hint.startswith("\"['drama' 'crime']\" should read 'drama;crime': write a list")
+
+
+def test_file_findings_name_a_directory_another_delimiter_and_a_nul():
+    shapes = {
+        "videos": FileShape(Path("/d/videos.parquet"), empty_directory=True),
+        "users": FileShape(
+            Path("/d/users.csv"), csv=True, header=("a", "b"), nul_line=(3, "u\x00")
+        ),
+        "events": FileShape(
+            Path("/d/events.csv"), csv=True, header=("user_id\tts",), first_row=("u1\t2026",)
+        ),
+    }
+    findings, checks = file_check_findings(shapes, {"videos": 0, "users": 5, "events": 9})
+    assert checks == 1 + 4 + 4
+    by_table = {f.table: f for f in findings}
+    assert by_table["videos"].observed == "a directory with no Parquet file in it, not a file"
+    assert by_table["videos"].examples == ["videos.parquet"]
+    assert by_table["users"].observed == "a NUL character on line 3"
+    assert by_table["events"].observed == "one column named 'user_id\\tts'"
+    assert by_table["events"].hint.startswith("the file looks tab-delimited")
+    assert all(f.column is None and f.hint for f in findings)
 
 
 def test_the_gates_import_in_a_plain_python_c_process():

@@ -167,6 +167,23 @@ def test_unknown_and_malformed_requests(service):
         assert service.get("/related/v000000", params={"n": n}).status_code == 422, n
 
 
+def test_the_api_refuses_exactly_the_ids_the_gate_refuses(tmp_path):
+    from pipelines import serve
+    from pipelines.data.contract import ID_PATTERN, malformed_ids
+
+    assert serve.VIDEO_ID is ID_PATTERN  # one pattern, defined in the contract
+    refused = ["v|1", "v,1", "v1%0A", "v%001", "%20v1", "v1%20", "x" * 129]
+    decoded = ["v|1", "v,1", "v1\n", "v\x001", " v1", "v1 ", "x" * 129]
+    assert malformed_ids(pd.Series(decoded)).all()
+    assert not malformed_ids(pd.Series(["v000000", "a:b-c.d_E"])).any()
+    app = create_app(tmp_path, max_n=MAX_N, default_n=TOP_N)  # nothing published: 503
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        for video_id in refused:
+            assert client.get(f"/related/{video_id}").status_code == 422, video_id
+        for video_id in ("v000000", "a:b-c.d_E"):
+            assert client.get(f"/related/{video_id}").status_code == 503, video_id
+
+
 def test_health_says_what_is_live(service, published):
     response = service.get("/health")
     assert response.status_code == 200

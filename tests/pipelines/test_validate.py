@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -290,13 +291,20 @@ def test_a_failed_gate_leaves_the_previous_validated_tables_as_they_were(tmp_pat
 
 
 def _cli_rejects(
-    tmp_path: Path, tables: dict[str, pd.DataFrame], capsys, suffix: str = ".csv"
+    tmp_path: Path,
+    tables: dict[str, pd.DataFrame],
+    capsys,
+    suffix: str = ".csv",
+    written: dict[str, Path] | None = None,
 ) -> str:
-    """Run `validate` from the command line on tables written as files: it must exit with the
-    gate's code 3; returns what it printed on stderr (the gate's report)."""
+    """Run `validate` from the command line on tables written as files (or on the files
+    `written` for some tables): it must exit with the gate's code 3; returns what it printed on
+    stderr (the gate's report)."""
     overrides = []
     for name, frame in tables.items():
-        path = write_table(frame, tmp_path / "input" / f"{name}{suffix}")
+        path = (written or {}).get(name) or write_table(
+            frame, tmp_path / "input" / f"{name}{suffix}"
+        )
         overrides += ["--set", f"datasets.synthetic.files.{name}={path}"]
     code = main(["--workspace", str(tmp_path / "workspace"), *overrides, "validate"])
     assert code == EXIT_GATE
@@ -401,6 +409,87 @@ def test_non_finite_numbers_are_refused_in_parquet_too(tmp_path, toy_tables):
     finding = next(f for f in report.errors if f.check == "number is finite")
     assert (finding.table, finding.column, finding.examples) == ("videos", "duration_s", ["inf"])
     assert finding.hint
+
+
+def test_rejects_list_cells_written_as_a_python_or_numpy_repr(tmp_path, toy_tables, capsys):
+    videos = toy_tables["videos"].copy()
+    videos["tags"] = videos["tags"].map(np.array)  # as Parquet reads lists back
+    path = tmp_path / "input" / "videos.csv"
+    path.parent.mkdir(parents=True)
+    videos.to_csv(path, index=False)  # pandas writes ['x' 'y'] and ['x', 'y']
+    assert "['fantasy-12' 'fantasy-00'" in path.read_text()
+    err = _cli_rejects(tmp_path, toy_tables, capsys, written={"videos": path})
+    _says(err, tmp_path, "videos", "videos.tags", "list is its items joined with '|'")
+    assert "\"['fantasy-12' 'fantasy-00' 'fantasy-18' 'fantasy-09']\" should read " in err
+    assert "'fantasy-12|fantasy-00|fantasy-18|fantasy-09'" in err
+    assert "x videos.styles: list is its items joined with '|'" in err  # the Python list repr
+    assert "\"['fantasy', 'fantasy-style2']\" should read 'fantasy|fantasy-style2'" in err
+    assert f"videos: {path}" in err
+
+
+def test_rejects_ids_the_http_api_would_refuse(tmp_path, toy_tables, capsys):
+    videos, events = toy_tables["videos"], toy_tables["events"]
+    renamed = {"v000003": "v|3", "v000004": "v,4", "v000005": " v5", "v000006": "v6 "}
+    videos["video_id"] = videos["video_id"].replace(renamed)
+    events["video_id"] = events["video_id"].replace(renamed)
+    events["source_video_id"] = events["source_video_id"].replace(renamed)
+    users, user = toy_tables["users"], toy_tables["users"].loc[7, "user_id"]
+    users.loc[7, "user_id"] = events.loc[events["user_id"] == user, "user_id"] = "u\n7"
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    _says(err, tmp_path, "videos", "videos.video_id", "id is well-formed", "the HTTP API")
+    for bad in renamed.values():
+        assert repr(bad) in err, bad
+    assert "x users.user_id: id is well-formed" in err and "'u\\n7'" in err
+    assert "x events.video_id: id is well-formed" in err
+    assert "x events.source_video_id: id is well-formed" in err
+    assert "id is known" not in err  # the ids are consistent, only malformed
+
+
+def test_rejects_an_id_with_a_nul_in_parquet_and_a_nul_in_csv(tmp_path, toy_tables, capsys):
+    toy_tables["users"].loc[2, "user_id"] = "u\x002"
+    report = _reject(tmp_path / "parquet", toy_tables)
+    finding = next(f for f in report.errors if f.check == "id is well-formed")
+    assert (finding.table, finding.column, finding.examples) == ("users", "user_id", ["u\x002"])
+    # pandas' CSV parser would read 'u' and drop the rest: the file itself is refused
+    err = _cli_rejects(tmp_path / "csv", toy_tables, capsys)
+    assert "x users: file holds no NUL character" in err and "NUL character on line 4" in err
+    assert "hint: the CSV reader would cut the value short" in err
+    assert f"users: {tmp_path / 'csv' / 'input' / 'users.csv'}" in err
+
+
+def test_rejects_a_semicolon_delimited_csv_naming_the_file(tmp_path, toy_tables, capsys):
+    path = tmp_path / "input" / "events.csv"
+    path.parent.mkdir(parents=True)
+    toy_tables["events"].drop(columns="source_video_id").to_csv(path, sep=";", index=False)
+    err = _cli_rejects(tmp_path, toy_tables, capsys, written={"events": path})
+    _says(err, tmp_path, "events", "events", "file is comma-separated", "looks semicolon-delimited")
+    assert "one column named 'user_id;video_id;ts;clicked;" in err
+    assert f"events: {path}" in err
+    assert "needed to derive" not in err and "column is present" not in err
+
+
+def test_rejects_an_empty_directory_named_like_a_table_file(tmp_path, toy_tables, capsys):
+    folder = tmp_path / "input" / "events.parquet"
+    folder.mkdir(parents=True)
+    err = _cli_rejects(tmp_path, toy_tables, capsys, written={"events": folder})
+    _says(err, tmp_path, "events", "events", "file holds a table", "a directory", "not a file")
+    assert "'events.parquet'" in err and f"events: {folder}" in err
+    assert "needed to derive" not in err and "table is not empty" not in err
+
+
+def test_events_without_their_key_columns_are_named_by_the_gate(tmp_path, toy_tables, capsys):
+    events = toy_tables["events"].drop(columns="source_video_id")
+    toy_tables["events"] = events.rename(columns={"user_id": "userId", "ts": "timestamp"})
+    err = _cli_rejects(tmp_path, toy_tables, capsys)
+    assert "x events.user_id: column is present" in err and "x events.ts: column is present" in err
+    assert "needed to derive" not in err and "source_video_id: column is present" not in err
+
+
+def test_the_log_counts_the_file_checks_with_the_expectations(tmp_path, toy_tables, caplog):
+    with caplog.at_level("INFO", logger="pipelines.gates"):
+        report = run_validate(_config(tmp_path, toy_tables, suffix=".csv")).report
+    assert f"against {report.expectations} expectations" in caplog.text
+    assert report.expectations == 93  # as README's sample says: 81, and 4 per CSV file
 
 
 # --- the real data set ------------------------------------------------------------------------

@@ -7,9 +7,11 @@ import pandas as pd
 
 from pipelines.data.contract import (
     EVENTS_SCHEMA,
+    ID_PATTERN,
     LIST,
     STR,
     conform,
+    malformed_ids,
     parse_timestamps,
     schemas_for,
     to_str,
@@ -122,3 +124,22 @@ def test_conform_reports_numbers_that_are_not_finite():
     assert result.nonfinite["duration_s"].tolist() == ["inf", "-inf"]
     assert result.unparseable["duration_s"].empty
     assert result.frame["published_at"].notna().all()
+
+
+def test_ids_match_the_one_pattern_whole():
+    ids = pd.Series(["v1", "a:b-c.d_E9", "x" * 128, None, "v|1", "v,1", "v1\n", "v\x001", " v1"])
+    bad = ids.where(malformed_ids(ids)).dropna().tolist()
+    assert bad == ["v|1", "v,1", "v1\n", "v\x001", " v1"]
+    assert malformed_ids(pd.Series(["v1 ", "x" * 129, ""])).all()
+    assert ID_PATTERN.startswith("^") and ID_PATTERN.endswith("$")
+
+
+def test_list_cells_written_as_a_python_or_numpy_list_are_reported():
+    schema = videos_schema({"tags": "multi"})
+    raw = pd.DataFrame(
+        {"tags": ["['a' 'b']", "['a', 'b']", "[]", "a|b", "[remastered]", None], "video_id": "v"}
+    )
+    conformed = conform(raw, schema)
+    assert conformed.unparseable["tags"].tolist() == ["['a' 'b']", "['a', 'b']", "[]"]
+    arrays = conform(pd.DataFrame({"tags": [np.array(["a", "b"])]}), schema)
+    assert arrays.unparseable["tags"].empty and arrays.frame["tags"][0] == ["a", "b"]

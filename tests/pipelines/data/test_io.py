@@ -8,6 +8,7 @@ import pytest
 from pipelines.data.contract import conform, videos_schema
 from pipelines.data.io import (
     DataFileError,
+    file_shape,
     find_table,
     publish_folder,
     read_table,
@@ -82,3 +83,37 @@ def test_a_column_named_twice_in_a_csv_header_is_found(tmp_path):
     assert repeated_columns(path) == {"a": 3}
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "ok.parquet")
     assert repeated_columns(tmp_path / "ok.parquet") == {}
+
+
+def test_write_table_writes_list_columns_to_csv_the_way_they_are_read(tmp_path, videos):
+    parquet = write_table(videos, tmp_path / "videos.parquet")
+    from_parquet = read_table(parquet)  # lists come back as NumPy arrays
+    assert type(from_parquet["tags"][0]).__name__ == "ndarray"
+    path = write_table(from_parquet, tmp_path / "videos.csv")
+    text = path.read_text()
+    assert "drama|crime" in text and "[" not in text
+    back = conform(read_table(path), videos_schema({"tags": "multi"}))
+    assert back.unparseable["tags"].empty
+    pd.testing.assert_frame_equal(back.frame, videos, check_dtype=False)
+
+
+def test_file_shape_finds_what_is_not_a_table(tmp_path):
+    empty = tmp_path / "events.parquet"
+    empty.mkdir()
+    assert file_shape(empty).empty_directory and not file_shape(empty).holds_table
+    (tmp_path / "parts").mkdir()
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "parts" / "part-0.parquet")
+    assert file_shape(tmp_path / "parts").holds_table  # a folder of Parquet parts reads
+    semicolons = tmp_path / "events.csv"
+    semicolons.write_text("user_id;video_id;ts\nu1;v1,v2;2026-01-01\n")
+    shape = file_shape(semicolons)
+    assert (shape.header, shape.delimiter, shape.holds_table) == (
+        ("user_id;video_id;ts",),
+        ";",
+        False,
+    )
+    assert shape.first_row == ("u1;v1", "v2;2026-01-01")  # a comma in a value: no parser error
+    nul = tmp_path / "users.csv"
+    nul.write_bytes(b"user_id\nu1\nu\x002\n")
+    assert file_shape(nul).nul_line == (3, "u\x002") and file_shape(nul).holds_table
+    assert file_shape(tmp_path / "events.parquet").nul_line is None

@@ -159,6 +159,17 @@ def input_suites(
     ) -> None:
         suites[table].append(expectation(kind, table, about, check, hint, **kwargs))
 
+    def nothing_in(table: str, column: str, check: str, hint: str, helper: str) -> None:
+        """The helper column `helper.format(column)` is null on every row."""
+        add(
+            gxe.ExpectColumnValuesToBeNull,
+            table,
+            column,
+            check,
+            hint=hint,
+            column=helper.format(column),
+        )
+
     for name, schema in schemas.items():
         add(gxe.ExpectTableRowCountToBeBetween, name, None, "table is not empty", min_value=1)
         for column in schema.columns:
@@ -166,43 +177,17 @@ def input_suites(
             add(gxe.ExpectColumnToExist, name, col, "column is present", column=col)
             if not column.nullable:
                 add(gxe.ExpectColumnValuesToNotBeNull, name, col, "value is present", column=col)
+            # Each of these checks reads a helper column that holds the offending raw value.
             if column.kind in (TIMESTAMP, FLOAT, INT, FLAG):
                 check = PARSES_AS.format("a timestamp" if column.kind == TIMESTAMP else "a number")
-                add(
-                    gxe.ExpectColumnValuesToBeNull,
-                    name,
-                    col,
-                    check,
-                    hint=HINTS[check],
-                    column=UNPARSEABLE.format(col),
-                )
+                nothing_in(name, col, check, HINTS[check], UNPARSEABLE)
             if column.kind == ID:
-                add(
-                    gxe.ExpectColumnValuesToBeNull,
-                    name,
-                    col,
-                    WELL_FORMED,
-                    hint=HINTS[WELL_FORMED],
-                    column=MALFORMED.format(col),
-                )
+                nothing_in(name, col, WELL_FORMED, HINTS[WELL_FORMED], MALFORMED)
             if column.kind == LIST:
-                add(
-                    gxe.ExpectColumnValuesToBeNull,
-                    name,
-                    col,
-                    LISTED.format(list_separator),
-                    hint=list_hint_text(None, list_separator),
-                    column=UNPARSEABLE.format(col),
-                )
+                check, hint = LISTED.format(list_separator), list_hint_text(None, list_separator)
+                nothing_in(name, col, check, hint, UNPARSEABLE)
             if column.kind in (FLOAT, INT):
-                add(
-                    gxe.ExpectColumnValuesToBeNull,
-                    name,
-                    col,
-                    FINITE,
-                    hint=HINTS[FINITE],
-                    column=NONFINITE.format(col),
-                )
+                nothing_in(name, col, FINITE, HINTS[FINITE], NONFINITE)
             if column.kind == TIMESTAMP:
                 add(
                     gxe.ExpectColumnValuesToBeBetween,

@@ -345,10 +345,31 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """The default configuration, then the YAML file at `path`, then `key.sub=value` overrides."""
     raw = _read_yaml(DEFAULT_CONFIG_PATH)
     if path is not None:
-        raw = deep_merge(raw, _read_yaml(Path(path)))
+        raw = deep_merge(raw, relative_to(_read_yaml(Path(path)), Path(path).resolve().parent))
     for override in overrides:
         raw = deep_merge(raw, parse_override(override))
     return config_from_dict(raw)
+
+
+def relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A config file's paths (`paths.*`, `datasets.<name>.files.*`) made absolute against the
+    file's folder, so the file means the same from any working directory. Absolute paths stay;
+    `--set` overrides are the caller's and resolve from the current directory."""
+    raw = copy.deepcopy(raw)
+
+    def resolve(section: Any) -> None:
+        if not isinstance(section, dict):
+            return
+        for key, value in section.items():
+            if isinstance(value, str) and value:
+                path = Path(value).expanduser()
+                section[key] = str(path if path.is_absolute() else folder / path)
+
+    resolve(raw.get("paths"))
+    for dataset in (raw.get("datasets") or {}).values():
+        if isinstance(dataset, dict):
+            resolve(dataset.get("files"))
+    return raw
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:

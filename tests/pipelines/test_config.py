@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.config import ConfigError, load_config, parse_override
@@ -74,3 +76,24 @@ def test_unreadable_file_is_named(tmp_path):
     broken.write_text("merge: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_config(broken)
+
+
+def test_paths_in_a_config_file_resolve_from_that_file(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text(
+        "paths: {workspace: ws}\n"
+        "datasets:\n"
+        "  synthetic:\n"
+        "    files: {videos: data/videos.csv, users: /abs/users.csv, events: ~/events.csv}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(folder / "mine.yaml", ["paths.kuairand=here"])
+    files = config.datasets["synthetic"].files
+    assert Path(config.paths.workspace) == folder / "ws"
+    assert Path(files["videos"]) == folder / "data" / "videos.csv"
+    assert files["users"] == "/abs/users.csv"
+    assert Path(files["events"]) == Path("~/events.csv").expanduser()
+    assert config.paths.kuairand == "here"  # a --set override is the caller's

@@ -115,11 +115,13 @@ class Chaos:
         )
 
 
-def change_of(number: int, deep_every: int) -> list[str]:
-    """Round `number`'s setting: every `deep_every`-th the candidate cap, else the share weight."""
+def change_of(number: int, deep_every: int, attempt: int = 0) -> list[str]:
+    """Round `number`'s setting (each attempt its own, or a redrawn round would find its run's
+    outputs already there): every `deep_every`-th round the candidate cap, else the share
+    weight."""
     if deep_every and number % deep_every == 0:
-        return [f"candidates.max_per_source={100 - number}"]
-    return [f"merge.manual_weights.share={0.5 + 0.01 * number:.2f}"]
+        return [f"candidates.max_per_source={100 - 3 * number - attempt}"]
+    return [f"merge.manual_weights.share={0.5 + 0.01 * number + 0.002 * attempt:.3f}"]
 
 
 def last_step(log: Path) -> str:
@@ -147,9 +149,9 @@ def run_chaos(root: Path, kills: int, seed: int, deep_every: int = 3, report=pri
     report(f"a round's run: {length:.0f} s; state {chaos.state()}")
     rounds = []
     for number in range(2, kills + 2):
-        change = change_of(number, deep_every)
         killed, delay, during = False, 0.0, ""
         for attempt in range(3):
+            change = change_of(number, deep_every, attempt)
             delay = float(rng.uniform(0.02, 1.0)) * length
             log = logs / f"round-{number:02d}-{attempt}.log"
             process = chaos.start(change, log)

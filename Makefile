@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: install redis test test-quick demo lint clean chaos
+.PHONY: install redis chromium test test-quick demo lint clean chaos
 
 install: $(STAMP)
 
@@ -27,7 +27,15 @@ redis:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-test: install redis
+# The explorer's browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download is not reachable): from Debian's packages when it is not on PATH.
+chromium:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install redis chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need no trained chain, server or Spark (fixtures that do are marked slow in

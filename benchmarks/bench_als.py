@@ -76,7 +76,7 @@ def _config(args: argparse.Namespace):
 def _compare(args: argparse.Namespace, methods: list[str]) -> None:
     from models.als import interaction_matrix
     from pipelines.data.synthetic import generate
-    from pipelines.train import VALUES
+    from pipelines.stage2 import VALUES
 
     config = _config(args)
     objective = next(o for o in config.objectives if o.name == args.objective)
@@ -158,7 +158,7 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
         run = _ours_step(config, objective, positives, holdout, folder, report)
     elif method == "ours-fit":
         from models.als import AlsParams, fit_als
-        from pipelines.train import VALUES
+        from pipelines.stage2 import VALUES
 
         train = positives[~holdout]
         cells = pd.DataFrame(
@@ -208,7 +208,7 @@ def _ours_step(config, objective, positives, holdout, folder: Path, report: dict
     import mlflow
 
     from pipelines import tracking
-    from pipelines.train import _train_als
+    from pipelines.stage2 import _train_als
 
     tracking.configure(folder / "mlflow", "bench-als")
     mlflow.start_run(run_name="bench")

@@ -430,7 +430,7 @@ def _publisher(workspace: str, size: str, newer: str, start_version: str) -> Non
     import contextlib
 
     import pipelines.main  # noqa: F401  the imports `related-videos publish` makes
-    import pipelines.promote  # noqa: F401
+    import pipelines.publish  # noqa: F401
     from pipelines import cli, online
 
     repo = _repo(Path(workspace))

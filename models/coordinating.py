@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -320,32 +320,58 @@ def fold_assignment(n_rows: int, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
+def fold_predictions(
+    events: pd.DataFrame,
+    objectives: Objectives,
+    spec: CoordinatingInputs,
+    params: CoordinatingParams,
+    fold: int,
+) -> np.ndarray:
+    """p per objective for the rows `fold` holds out (in row order), from a network fit on the
+    other folds' rows and seeded by the fold: the folds are independent of one another."""
+    started = time.perf_counter()
+    held_out = fold_assignment(len(events), params.folds, params.seed) == fold
+    network = fit_final(
+        events[~held_out], objectives, spec, replace(params, seed=params.seed + 1 + fold)
+    )
+    predicted = network.predict(events[held_out]).to_numpy()
+    log.info(
+        "coordinating fold %d/%d: %.1f s", fold + 1, params.folds, time.perf_counter() - started
+    )
+    return predicted
+
+
+def combine_folds(
+    events: pd.DataFrame,
+    objectives: Objectives,
+    params: CoordinatingParams,
+    per_fold: Sequence[np.ndarray],
+) -> pd.DataFrame:
+    """p_<objective> per event from the fold that held it out (`fold_predictions` of each fold,
+    in fold order), plus `fold`."""
+    assignment = fold_assignment(len(events), params.folds, params.seed)
+    p = np.full((len(events), len(objectives)), np.nan)
+    for fold, predicted in enumerate(per_fold):
+        p[assignment == fold] = predicted
+    columns = [f"p_{name}" for name, _ in objectives]
+    return pd.DataFrame(p, index=events.index, columns=columns).assign(fold=assignment)
+
+
 def out_of_fold_predictions(
     events: pd.DataFrame,
     objectives: Objectives,
     spec: CoordinatingInputs,
     params: CoordinatingParams,
-    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """p_<objective> per event from the model of the one fold that held it out, plus `fold`.
 
     Folds are plain shuffled KFold, not grouped by user: no input identifies a user (only
     coarse user features), and learning a user's habits from their other events is what the
     CN should do; the leak cross-fitting closes is a model memorizing the event's own labels."""
-    assignment = fold_assignment(len(events), params.folds, params.seed)
-    columns = [f"p_{name}" for name, _ in objectives]
-    p = np.full((len(events), len(objectives)), np.nan)
-    for fold in range(params.folds):
-        started, held_out = time.perf_counter(), assignment == fold
-        network = fit_final(
-            events[~held_out], objectives, spec, replace(params, seed=params.seed + 1 + fold)
-        )
-        p[held_out] = network.predict(events[held_out]).to_numpy()
-        seconds = time.perf_counter() - started
-        log.info("coordinating fold %d/%d: %.1f s", fold + 1, params.folds, seconds)
-        if progress:
-            progress(fold + 1, params.folds)
-    return pd.DataFrame(p, index=events.index, columns=columns).assign(fold=assignment)
+    per_fold = [
+        fold_predictions(events, objectives, spec, params, fold) for fold in range(params.folds)
+    ]
+    return combine_folds(events, objectives, params, per_fold)
 
 
 def route(

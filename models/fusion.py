@@ -30,6 +30,7 @@ from models.calibration import (
     side_cosines,
     validation_auc,
 )
+from models.evidence import EVIDENCE
 from models.merge import rank_related
 from models.metrics import per_source_figures
 from models.vectors import ItemVectors
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 Vectors = Mapping[str, tuple[ItemVectors | None, ItemVectors | None]]
 WEIGHTINGS = ("transitions", "equal", "retention")
-# The pair's evidence the transition weighting may weigh beside the objectives (always adding).
-EVIDENCE = ("content", "cooccurrence", "coclicks", "popularity")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ OBJECTIVE_LABELS = {
     "like": "liked",
     "share": "shared",
 }
+# Lower is better for these; every other metric is higher-is-better.
+LOWER_IS_BETTER = {"dislike_rate"}
 
 
 def _label(events: pd.DataFrame, objective_label: str) -> pd.Series:

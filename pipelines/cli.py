@@ -22,8 +22,9 @@ from pipelines.broken import BrokenState, explain
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.data.io import DataFileError
 from pipelines.feature_store import FeatureStoreError
-from pipelines.gate_report import GateFailed
+from pipelines.gate_report import FirstTableRefused, GateFailed
 from pipelines.lock import WorkspaceBusy, workspace_lock
+from pipelines.remembered import load_remembered, remember
 
 EXIT_DATA, EXIT_CONFIG, EXIT_GATE = 1, 2, 3
 EXIT_BIND = 4  # `serve` cannot listen on serving.host:serving.port
@@ -84,16 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "experiment", help="simulated A/B test of the evaluated methods (synthetic data only)"
     )
-    commands.add_parser(
+    promote = commands.add_parser(
         "promote", help="compare the challenger with the champion; approve or reject it"
     )
-    commands.add_parser("publish", help="make the approved challenger (or the champion) live")
+    churn_help = "approve a challenger even if its list churn is above promotion.max_churn"
+    promote.add_argument("--accept-churn", action="store_true", help=churn_help)
+    publish = commands.add_parser(
+        "publish", help="make the approved challenger (or the champion) live"
+    )
+    publish.add_argument(
+        "--version", help="publish this registered version instead (it becomes the champion)"
+    )
     commands.add_parser("rollback", help="move the champion back to the previous one, live")
     commands.add_parser(
         "repair",
         help="rebuild the live pointer (and a damaged Feast registry) from the champion",
     )
-    commands.add_parser("serve", help="the HTTP service: GET /related/{video_id}?n=, /health")
+    commands.add_parser(
+        "serve", help="the HTTP service: GET /related/{video_id}?n=, /health; pages at /"
+    )
     related = commands.add_parser("related", help="print a video's live related list")
     related.add_argument("video_id")
     related.add_argument("-n", type=int, default=None, help="how many (default: merge.top_n)")
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="STEP",
             help="rerun STEP and the steps after it even if reusable (repeatable)",
         )
+        chain.add_argument("--accept-churn", action="store_true", help=churn_help)
     return parser
 
 
@@ -134,9 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"paths.workspace={args.workspace}")
     if args.size:
         overrides.append(f"synthetic.size={args.size}")
+    if getattr(args, "accept_churn", False):  # promote, main, demo
+        overrides.append("promotion.accept_churn=true")
     config = None
     try:
         config = load_config(args.config, overrides)
+        if args.config is None and args.command != "demo":  # demo: the embedded defaults
+            config = load_remembered(config.workspace, overrides) or config
         if args.command in READ_ONLY:
             return _run(args, config)
         with workspace_lock(config.workspace, f"related-videos {args.command}"):
@@ -152,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GateFailed as failure:
         print(failure.report.summary(), file=sys.stderr)
         print("Nothing was written downstream.", file=sys.stderr)
+        return EXIT_GATE
+    except FirstTableRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
         return EXIT_GATE
     except (DataFileError, FeatureStoreError, ValueError) as error:
         broken = _recognised(error, config)
@@ -171,7 +189,7 @@ def _recognised(error: Exception, config: Config | None) -> BrokenState | None:
     """The broken workspace file behind `error` (pipelines/broken.py), if it is a known one."""
     if config is None:
         return None
-    from pipelines.features import feature_repo_dir
+    from pipelines.workspace import feature_repo_dir
 
     uri = sys.modules["mlflow"].get_tracking_uri() if "mlflow" in sys.modules else ""
     return explain(error, config.workspace, feature_repo_dir(config), uri)
@@ -218,13 +236,16 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from pipelines.ingest import run_ingest
     from pipelines.main import run_main, run_steps, steps_until
     from pipelines.merge import run_merge
-    from pipelines.promote import run_promote, run_publish, run_repair, run_rollback
+    from pipelines.promote import run_promote
+    from pipelines.publish import run_publish, run_repair, run_rollback
     from pipelines.train import run_train
     from pipelines.validate import run_validate
 
     for name in QUIET_LOGGERS:  # the libraries set their own levels when imported
         logging.getLogger(name).setLevel(logging.WARNING)
     if command in ("main", "demo"):
+        if command == "main" and args.config is not None:
+            remember(config)  # later commands on this workspace need no --config
         result = run_main(config, force=args.force)
         print(_chain_lines(result))
         if command == "demo":
@@ -267,7 +288,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         print(f"repaired: {_published_line(run_repair(config))}")
     elif command in ("publish", "rollback"):
         print(
-            _published_line(run_publish(config) if command == "publish" else run_rollback(config))
+            _published_line(
+                run_publish(config, args.version) if command == "publish" else run_rollback(config)
+            )
         )
     return 0
 
@@ -377,14 +400,12 @@ def _candidates_line(candidates) -> str:
 
 def _print_next_steps(config, result) -> None:
     from pipelines import online, workspace
-    from pipelines.evaluate import report_dir
-    from pipelines.features import feature_repo_dir
     from pipelines.redaction import redact
     from pipelines.serve import related_lines
 
     manifest = json.loads(workspace.validated_manifest(config).read_text())
     rows = ", ".join(f"{count:,} {name}" for name, count in manifest["rows"].items())
-    repo = feature_repo_dir(config)
+    repo = workspace.feature_repo_dir(config)
     live = online.read_live(repo)
     examples = []
     if live is not None:
@@ -400,17 +421,18 @@ Where to look next:
   MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {redact(result.tracking_uri)}
                      (parent run {result.run_id}; registered models under "Models":
                      related-videos has the aliases champion and challenger)
-  evaluation       : {report_dir(config) / "report.html"}
+  evaluation       : {workspace.evaluation_report_dir(config) / "report.html"}
   input gate docs  : {workspace.reports_dir(config) / "input_gate" / "index.html"}
   feature repo     : {repo}  (cd there: feast ui, or feast serve)
   serve the table  : .venv/bin/related-videos serve, then
                      curl 'http://{config.serving.host}:{config.serving.port}/related/<video_id>?n=5'
+                     (pages: http://{config.serving.host}:{config.serving.port}/)
   one list         : .venv/bin/related-videos related <video_id>
   workspace        : {config.workspace.resolve()}""")
 
 
 def _some_sources(config, count: int) -> list[str]:
-    from pipelines.merge import read_related_table
+    from pipelines.workspace import read_related_table
 
     table = read_related_table(config)
     return list(table["video_id"].drop_duplicates().head(count))

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from models.fusion import EVIDENCE
+from models.evidence import EVIDENCE
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 
@@ -63,6 +63,9 @@ class DatasetConfig:
     timezone: str = "UTC"
     files: dict[str, str] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    # Per table, contract column -> the file's name for it (pipelines/columns.py).
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    interaction_only: bool = False  # a log without impressions (pipelines/interactions.py)
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class TrainingConfig:
     min_positives: int
     spark_master: str
     two_tower_skip: list[str]
+    workers: int
+    parallel_min_events: int
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,7 @@ class MergeConfig:
 @dataclass(frozen=True)
 class WeightsConfig:
     retention_days: int
+    min_retained_users: int
     learn_from: list[str]
     select_on: list[str]
     validation_share: float
@@ -264,6 +270,9 @@ class WeightsConfig:
 class EvaluationConfig:
     test_days: int
     baseline: str
+    min_test_events: int
+    min_test_sources: int
+    max_test_share: float
     at: int
     cold_max_events: int
     item_cf_min_cooccurrence: int
@@ -287,6 +296,17 @@ class PromotionConfig:
     tolerance: float
     absolute_tolerance: float
     metrics: list[str]
+    max_churn: float | None  # None: no limit on the share of list entries a challenger replaces
+    accept_churn: bool
+
+
+@dataclass(frozen=True)
+class ExplorerConfig:
+    mlflow_ui: str
+    search_results: int
+    compare_videos: int
+    histogram_bins: int
+    cached_tables: int
 
 
 @dataclass(frozen=True)
@@ -297,6 +317,7 @@ class ServingConfig:
     port: int
     max_n: int
     workers: int
+    explorer: ExplorerConfig
     docs: bool = False
     max_header_bytes: int = 65536
 
@@ -427,6 +448,10 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(
             f"weights.validation_share: {config.weights.validation_share} must lie in (0, 1)"
         )
+    if config.training.workers < 0:
+        raise ConfigError(
+            f"training.workers: {config.training.workers} must be at least 0 (0: one per core)"
+        )
     if config.training.als_engine not in ("implicit", "spark"):
         raise ConfigError(
             f"training.als_engine: {config.training.als_engine!r} is not implicit or spark"
@@ -436,6 +461,16 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
             "promotion.tolerance and promotion.absolute_tolerance: must be at least 0 "
             f"(got {config.promotion.tolerance} and {config.promotion.absolute_tolerance})"
         )
+    max_churn = config.promotion.max_churn
+    if max_churn is not None and (
+        isinstance(max_churn, bool)
+        or not isinstance(max_churn, int | float)
+        or not 0 <= max_churn <= 1
+    ):
+        raise ConfigError(f"promotion.max_churn: {max_churn!r} is not null or a number in 0..1")
+    for key, value in dataclasses.asdict(config.serving.explorer).items():
+        if key != "mlflow_ui" and value < 1:
+            raise ConfigError(f"serving.explorer.{key}: {value} must be at least 1")
     if not 1 <= config.serving.port <= 65535:
         raise ConfigError(f"serving.port: {config.serving.port} is not a TCP port (1..65535)")
     if config.serving.max_header_bytes < 1024:
@@ -444,7 +479,10 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
             "small for an ordinary request's headers"
         )
     config.synthetic.preset  # noqa: B018  (validates synthetic.size)
-    return dataclasses.replace(config, raw=copy.deepcopy(dict(raw)))
+    from pipelines.interactions import check_dataset_keys, with_mode  # imports this module
+
+    check_dataset_keys(config)
+    return with_mode(dataclasses.replace(config, raw=copy.deepcopy(dict(raw))))
 
 
 def _check_gate(settings: GateSettings, dataset: str) -> None:

@@ -32,25 +32,23 @@ from models.candidates import pair_similarity, shared_values
 from models.diagnostics import score_diagnostics
 from models.fusion import Fusion
 from models.metrics import (
+    LOWER_IS_BETTER,
     OBJECTIVE_LABELS,
     change_vs_baseline,
     evaluate_lists,
     paired_comparison,
     test_pairs,
 )
-from pipelines import evaluation_report, registry, stage3, tracking, workspace
-from pipelines.candidates import find_candidates, popularity, profiles_from_store
+from pipelines import evaluation_report, parallel, registry, stage3, tracking, windows, workspace
 from pipelines.config import Config, ConfigError
 from pipelines.data.io import DataFileError, publish_folder, read_table
-from pipelines.features import feature_repo_dir
+from pipelines.stage1 import find_candidates, popularity, profiles_from_store
+from pipelines.stage2 import fit_stage2
 from pipelines.stage3 import load_vectors
-from pipelines.train import fit_stage2, read_events
 
 log = logging.getLogger(__name__)
 
 MULTI_TASK = "multi-task"
-# Lower is better for these; every other metric is higher-is-better.
-LOWER_IS_BETTER = {"dislike_rate"}
 
 
 @dataclass
@@ -62,10 +60,6 @@ class Evaluation:
     report: Path
     run_id: str
     baseline: str
-
-
-def report_dir(config: Config) -> Path:
-    return workspace.reports_dir(config) / "evaluation"
 
 
 def split_time(events: pd.DataFrame, test_days: int, timezone: str) -> pd.Timestamp:
@@ -87,15 +81,16 @@ def split_time(events: pd.DataFrame, test_days: int, timezone: str) -> pd.Timest
 def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evaluation:
     """Train the chosen methods (all when None) on the days before the split and score their
     lists on the days after; write the lists, the summary and the report."""
-    events = read_events(config)
-    split = split_time(events, config.evaluation.test_days, config.dataset.timezone)
+    events = workspace.read_events(config)
+    test_days = windows.evaluation_test_days(events, config)  # sized to the data if short
+    split = split_time(events, test_days, config.dataset.timezone)
     train = events[events["ts"] < split].reset_index(drop=True)
     test = _with_duration(config, events[events["ts"] >= split].reset_index(drop=True))
     n = config.merge.top_n
     params = {
         "dataset": config.data.dataset,
         "split": split,
-        "test_days": config.evaluation.test_days,
+        "test_days": test_days,
         "training_events": len(train),
         "test_events": len(test),
         "top_n": n,
@@ -112,10 +107,10 @@ def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evalua
     with (
         tracking.step_run("evaluate", params) as run,
         publish_folder(workspace.evaluation_dir(config)) as folder,
-        publish_folder(report_dir(config)) as report_folder,
+        publish_folder(workspace.evaluation_report_dir(config)) as report_folder,
     ):
         started = time.perf_counter()
-        profiles = profiles_from_store(feature_repo_dir(config))
+        profiles = profiles_from_store(workspace.feature_repo_dir(config))
         diagnostics: dict[str, dict[str, float]] = {}
         fusions: dict[str, Fusion] = {}
         lists = method_lists(config, train, folder, profiles, methods, diagnostics, fusions)
@@ -180,7 +175,7 @@ def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evalua
         change,
         split,
         workspace.evaluation_dir(config),
-        report_dir(config) / report.name,
+        workspace.evaluation_report_dir(config) / report.name,
         run.info.run_id,
         config.evaluation.baseline,
     )
@@ -292,14 +287,16 @@ def method_lists(
         builders[name] = lambda name=name: merged(name)
 
     lists = {}
+    progress = parallel.Progress("evaluation: lists", len(chosen), 1, time.perf_counter())
     for name in chosen:
         frame = builders[name]()
         if frame is None:
+            progress.done(f"{name}: no lists")
             continue
         if name in (MULTI_TASK, *MERGED):
             diagnostics[name] = score_diagnostics(frame, stage3.signal_names(config))
         lists[name] = frame[["video_id", "rank", "related_video_id", "score"]]
-        log.info("evaluation: %-20s %s lists", name, f"{frame['video_id'].nunique():,}")
+        progress.done(f"{name}: {frame['video_id'].nunique():,} lists")
     baseline = config.evaluation.baseline
     if baseline not in lists:
         raise DataFileError(

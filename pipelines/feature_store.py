@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pipelines.config import Config, ConfigError
 from pipelines.data.io import publish_folder, write_json
 from pipelines.redaction import redact
 
@@ -57,6 +59,21 @@ class FeatureTables:
     user_profile: pd.DataFrame
     vocabulary: pd.DataFrame
     columns: Mapping[str, object]
+
+
+def feast_project(config: Config) -> str:
+    """The data set's Feast project: related_videos_<dataset> (letters, digits, underscores)."""
+    return "related_videos_" + re.sub(r"[^A-Za-z0-9_]", "_", config.data.dataset)
+
+
+def online_store_settings(config: Config) -> dict[str, object]:
+    """The feature repo's online store: SQLite in the repo, or the configured Redis."""
+    kind = config.serving.online_store
+    if kind == "sqlite":
+        return {"type": "sqlite", "path": "data/online_store.db"}
+    if kind == "redis":
+        return {"type": "redis", "connection_string": config.serving.redis}
+    raise ConfigError(f"serving.online_store: {kind!r} is neither sqlite nor redis")
 
 
 def deploy_repo(

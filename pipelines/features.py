@@ -8,7 +8,6 @@ user's features from registration or the first event. Nothing expires.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ import pandas as pd
 
 from models.profile import encode_profiles, fit_vocabulary, profile_indices
 from pipelines import feature_store, tracking, workspace
-from pipelines.config import Config, ConfigError
+from pipelines.config import Config
 from pipelines.data.io import read_table
 from pipelines.feature_store import TIMESTAMP, FeatureTables
 
@@ -30,10 +29,6 @@ log = logging.getLogger(__name__)
 class Features:
     repo: Path
     tables: FeatureTables
-
-
-def feature_repo_dir(config: Config) -> Path:
-    return workspace.dataset_dir(config) / "feature_repo"
 
 
 def read_validated(config: Config) -> dict[str, pd.DataFrame]:
@@ -87,24 +82,9 @@ def _since(table: pd.DataFrame, key: str, time_column: str, events: pd.DataFrame
     return own.where(first_seen.isna() | (own <= first_seen), first_seen)
 
 
-def feast_project(config: Config) -> str:
-    """The data set's Feast project: related_videos_<dataset> (letters, digits, underscores)."""
-    return "related_videos_" + re.sub(r"[^A-Za-z0-9_]", "_", config.data.dataset)
-
-
-def online_store_settings(config: Config) -> dict[str, object]:
-    """The feature repo's online store: SQLite in the repo, or the configured Redis."""
-    kind = config.serving.online_store
-    if kind == "sqlite":
-        return {"type": "sqlite", "path": "data/online_store.db"}
-    if kind == "redis":
-        return {"type": "redis", "connection_string": config.serving.redis}
-    raise ConfigError(f"serving.online_store: {kind!r} is neither sqlite nor redis")
-
-
 def run_features(config: Config) -> Features:
     tables_in = read_validated(config)
-    repo = feature_repo_dir(config)
+    repo = workspace.feature_repo_dir(config)
     params = {
         "dataset": config.data.dataset,
         "top_k_values": config.candidates.top_k_values,
@@ -116,7 +96,9 @@ def run_features(config: Config) -> Features:
             tables_in["videos"], tables_in["users"], tables_in["events"], config
         )
         feature_store.deploy_repo(
-            repo, online_store=online_store_settings(config), project=feast_project(config)
+            repo,
+            online_store=feature_store.online_store_settings(config),
+            project=feature_store.feast_project(config),
         )
         sources = feature_store.publish_sources(repo, tables)
         built = time.perf_counter()

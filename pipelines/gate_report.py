@@ -24,6 +24,9 @@ class Finding:
     examples: list = field(default_factory=list)
     observed: object = None
     hint: str | None = None  # what to do about it, where that is plain
+    # A warning is an expectation passed within its tolerance; False: a profile check's warning
+    # (pipelines/profile_checks.py), which has no tolerance.
+    tolerated: bool = True
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -59,7 +62,8 @@ class GateReport:
             lines.append(f"  x {finding.describe()}")
             lines += [f"      hint: {finding.hint}"] if finding.hint else []
         for finding in self.warnings:
-            lines.append(f"  ! {finding.describe()} (within tolerance)")
+            note = " (within tolerance)" if finding.tolerated else ""
+            lines.append(f"  ! {finding.describe()}{note}")
             lines += [f"      hint: {finding.hint}"] if finding.hint else []
         for table in dict.fromkeys(f.table for f in self.errors + self.warnings):
             if table in self.sources:
@@ -85,6 +89,20 @@ class GateFailed(RuntimeError):
     def __init__(self, report: GateReport):
         super().__init__(report.summary())
         self.report = report
+
+
+class FirstTableRefused(RuntimeError):
+    """Promotion refused the first table of a workspace: with no champion, nothing is live.
+    `decision` is the promotion's (pipelines.promote.Decision)."""
+
+    def __init__(self, model: str, decision) -> None:
+        super().__init__(
+            f"promotion refused {model} v{decision.challenger}, the first table of this "
+            f"workspace: {'; '.join(decision.reasons)}. Nothing is live: no table was published. "
+            "The chain's outputs are kept; fix the cause (the reasons above) and rerun `main`, "
+            f"or `related-videos publish --version {decision.challenger}` to publish it anyway."
+        )
+        self.decision = decision
 
 
 def _plain(value: object) -> object:

@@ -45,6 +45,7 @@ from pipelines.data.contract import (
 )
 from pipelines.data.io import FOREIGN_DELIMITERS, FileShape
 from pipelines.gate_report import Finding, GateReport
+from pipelines.profile_checks import ProfileSettings, profile_findings
 
 log = logging.getLogger(__name__)
 
@@ -283,17 +284,18 @@ def run_suites(
     file_findings: Sequence[Finding] = (),
     file_checks: int = 0,
     refine: Callable[[Finding], Finding | None] | None = None,
+    file_warnings: Sequence[Finding] = (),
 ) -> GateReport:
     """Validate each frame against its suite (one checkpoint per table: a checkpoint takes one
     dataframe per run); optionally build the HTML data docs into `docs_dir` once, at the end,
     replacing what was there. `file_findings` (errors) of `file_checks` checks made on the files
-    themselves join the report first; `refine`, if given, rewords each finding (its hint), or
-    drops it by returning None."""
+    themselves join the report first (`file_warnings`: warnings of such checks); `refine`, if
+    given, rewords each finding (its hint), or drops it by returning None."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(gate)
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
-    errors, warnings, total = list(file_findings), [], file_checks
+    errors, warnings, total = list(file_findings), list(file_warnings), file_checks
     for name, expectations in suites.items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{gate}.{name}"))
         for rule in expectations:
@@ -531,17 +533,25 @@ def run_input_gate(
     now: pd.Timestamp | None = None,
     sources: Mapping[str, object] | None = None,
     files: Mapping[str, FileShape] | None = None,
+    profile: ProfileSettings | None = None,
+    hints: Callable[[Finding], Finding] | None = None,
 ) -> tuple[GateReport, dict[str, pd.DataFrame]]:
     """Run the input gate over raw tables (read from `sources`, the files the report names;
     `files` says what those files are, see `io.file_shape`); return the report and the
     conformed tables, which the caller may write only if the report succeeded. A table whose
-    file is not a comma-separated table is reported once, by its file's finding."""
+    file is not a comma-separated table is reported once, by its file's finding. With
+    `profile`, the profile checks (pipelines/profile_checks.py) join the report; `hints`, if
+    given, adds the caller's hint to a finding (a missing column's mapping)."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     frames, conformed = input_check_frames(tables, schemas, list_separator, settings.epoch_ms_from)
     suites = input_suites(schemas, settings, now, list_separator)
     found, file_checks = file_check_findings(
         files or {}, {name: len(frame) for name, frame in tables.items()}
     )
+    profiled: list[Finding] = []
+    if profile is not None:
+        profile_errors, profiled, profile_checks = profile_findings(frames, profile)
+        found, file_checks = found + profile_errors, file_checks + profile_checks
     log.info(
         "input gate: checking %s against %d expectations",
         ", ".join(f"{name} {len(frame):,} rows" for name, frame in frames.items()),
@@ -552,7 +562,8 @@ def run_input_gate(
     def refine(finding: Finding) -> Finding | None:
         if finding.table in unreadable and finding.expectation not in (TABLE_CHECK, COMMAS_CHECK):
             return None  # its columns are all "missing": the file's finding says why
-        return list_hint(epoch_hint(finding, settings.epoch_ms_from), list_separator)
+        finding = list_hint(epoch_hint(finding, settings.epoch_ms_from), list_separator)
+        return hints(finding) if hints is not None else finding
 
     report = run_suites(
         "input",
@@ -564,9 +575,10 @@ def run_input_gate(
         found,
         file_checks=file_checks,
         refine=refine,
+        file_warnings=profiled,
     )
     log.info(
-        "input gate %s: %d expectations, %d failed, %d within tolerance",
+        "input gate %s: %d expectations, %d failed, %d warning(s)",
         "passed" if report.success else "FAILED",
         report.expectations,
         len(report.errors),

@@ -27,21 +27,25 @@ import mlflow
 import yaml
 
 from pipelines import faults, redaction, registry, tracking, workspace
-from pipelines.candidates import candidates_dir, run_candidates
+from pipelines.candidates import run_candidates
 from pipelines.config import Config, ConfigError
 from pipelines.evaluate import run_evaluate
-from pipelines.features import feature_repo_dir, run_features
+from pipelines.features import run_features
+from pipelines.gate_report import FirstTableRefused
 from pipelines.generate import run_generate
 from pipelines.ingest import run_ingest
-from pipelines.merge import related_dir, run_merge
-from pipelines.promote import Decision, Published, run_promote, run_publish
-from pipelines.train import models_dir, run_train
+from pipelines.merge import run_merge
+from pipelines.promote import Decision, run_promote
+from pipelines.publish import Published, run_publish
+from pipelines.registry import MODEL_NAME
+from pipelines.train import evaluated_two_tower_drops, run_train
 from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
 MARKER = ".step.json"
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: pipelines/, models/, feature_repo/
 PACKAGES = ("pipelines", "models", "feature_repo")
+TRAINING_KEYS = ("seed", "objectives", "coordinating", "two_tower", "training")
 
 
 @dataclass(frozen=True)
@@ -96,23 +100,27 @@ def steps(config: Config) -> list[Step]:
         Step(
             "features",
             run_features,
-            lambda c: feature_repo_dir(c) / "data" / "sources",
+            lambda c: workspace.feature_repo_dir(c) / "data" / "sources",
             ("candidates.top_k_values", "serving.online_store", "serving.redis"),
         ),
-        Step("candidates", lambda c: run_candidates(c), candidates_dir, ("candidates",)),
-        Step(
-            "train",
-            lambda c: run_train(c),
-            models_dir,
-            ("seed", "objectives", "coordinating", "two_tower", "training"),
-        ),
-        Step("merge", lambda c: run_merge(c), related_dir, ("merge", "weights")),
+        Step("candidates", lambda c: run_candidates(c), workspace.candidates_dir, ("candidates",)),
+        # The evaluation fits the method on the days before its split, before the production
+        # fit on every day: the production fit then trains no two-tower model the evaluation
+        # found adding nothing (stage 2 is trained once per need, and no test day is seen by
+        # anything the evaluation scores).
         Step(
             "evaluate",
             lambda c: run_evaluate(c, c.evaluation.main_methods),
             workspace.evaluation_dir,
-            ("evaluation",),
+            (*TRAINING_KEYS, "merge", "weights", "evaluation"),
         ),
+        Step(
+            "train",
+            lambda c: run_train(c, skip_two_tower=evaluated_two_tower_drops(c)),
+            workspace.models_dir,
+            TRAINING_KEYS,
+        ),
+        Step("merge", lambda c: run_merge(c), workspace.related_dir, ("merge", "weights")),
     ]
 
 
@@ -133,6 +141,9 @@ def run_main(config: Config, force: Iterable[str] = ()) -> PipelineResult:
         results, reused = run_steps(config, steps(config), force)
         decision = run_promote(config)
         faults.checkpoint("after:promote")
+        if not decision.promote and decision.champion is None:
+            mlflow.set_tags({"ran": ",".join(results) or "none", "published": "none"})
+            raise FirstTableRefused(MODEL_NAME, decision)
         published = run_publish(config)
         faults.checkpoint("after:publish")
         mlflow.set_tags({"ran": ",".join(results) or "none", "reused": ",".join(reused) or "none"})

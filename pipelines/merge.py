@@ -17,18 +17,14 @@ import pandas as pd
 
 from models.diagnostics import score_diagnostics
 from pipelines import feature_store, registry, stage3, tracking, workspace
-from pipelines.candidates import read_candidate_pairs
 from pipelines.config import Config
-from pipelines.data.io import DataFileError, publish_folder
-from pipelines.features import feature_repo_dir
+from pipelines.data.io import publish_folder
 from pipelines.gate_report import GateFailed, GateReport
+from pipelines.registry import CHALLENGER, MODEL_NAME
 from pipelines.related_gate import run_related_gate
-from pipelines.train import models_dir, read_events
+from pipelines.workspace import TABLE_FILE
 
 log = logging.getLogger(__name__)
-TABLE_FILE = "related_table.parquet"
-MODEL_NAME = "related-videos"
-CHALLENGER, CHAMPION = "challenger", "champion"  # the registry aliases
 
 
 @dataclass
@@ -40,23 +36,12 @@ class Merged:
     version: str
 
 
-def related_dir(config: Config) -> Path:
-    return workspace.dataset_dir(config) / "related"
-
-
-def read_related_table(config: Config) -> pd.DataFrame:
-    path = related_dir(config) / TABLE_FILE
-    if not path.exists():
-        raise DataFileError(f"{path}: no related table; run the merge step first")
-    return pd.read_parquet(path)
-
-
 def build_related(config: Config, until: pd.Timestamp | None = None):
     """The related table and its fusion (calibrations, weights), from the candidates and the
     trained models."""
-    folder = models_dir(config)
-    pairs = read_candidate_pairs(config)
-    events = read_events(config, until)
+    folder = workspace.models_dir(config)
+    pairs = workspace.read_candidate_pairs(config)
+    events = workspace.read_events(config, until)
     fusion, cutoff = stage3.fit(config, folder, pairs, events)
     vectors = stage3.model_vectors(config, folder)
     table = stage3.table(config, pairs, vectors, stage3.read_priors(folder), fusion, events)
@@ -91,7 +76,7 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
         mlflow.set_tag("two_tower_left_out", ",".join(dropped) or "none")
         diagnostics = score_diagnostics(table, stage3.signal_names(config))
         mlflow.log_metrics({f"diagnostic_{k}": v for k, v in diagnostics.items()})
-        video_ids = feature_store.read_source(feature_repo_dir(config), "video_profile")[
+        video_ids = feature_store.read_source(workspace.feature_repo_dir(config), "video_profile")[
             "video_id"
         ].unique()
         docs_dir = workspace.reports_dir(config) / "output_gate"
@@ -116,9 +101,9 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
             mlflow.set_tag("gate", "failed")
             raise GateFailed(report)
         mlflow.set_tag("gate", "passed")
-        with publish_folder(related_dir(config)) as scratch:
+        with publish_folder(workspace.related_dir(config)) as scratch:
             table.to_parquet(scratch / TABLE_FILE, index=False)
-        path = related_dir(config) / TABLE_FILE
+        path = workspace.related_dir(config) / TABLE_FILE
         version = registry.register(
             MODEL_NAME,
             "related_table",

@@ -1,34 +1,28 @@
-"""Promotion and publishing: the challenger (the newest related-videos version) against the
-champion on the full method's offline metrics, the champion made live in Feast's online store,
-and rollback to the previous champion.
+"""The promote step: the challenger (the newest related-videos version) against the champion on
+the full method's offline metrics and on list churn; the decision is tagged on the version.
 
-A publish commits when the pointer file flips (pipelines/online.py); the champion alias moves
-right after. A publish stopped between the two is finished by the next promote, publish or
-rollback, which moves the alias to what the pointer says.
+The champion alias itself moves when the publish step (pipelines/publish.py) makes the table live.
+A publish stopped before it moved the alias is finished first (pipelines/champion.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from pipelines import faults, feature_store, online, registry, tracking, workspace
-from pipelines.broken import BrokenState
+from models.metrics import LOWER_IS_BETTER
+from pipelines import registry, tracking, windows, workspace
+from pipelines.champion import finish_interrupted_publish
 from pipelines.config import Config
 from pipelines.data.io import DataFileError
-from pipelines.evaluate import LOWER_IS_BETTER
-from pipelines.features import feast_project, feature_repo_dir, online_store_settings
-from pipelines.merge import CHALLENGER, CHAMPION, MODEL_NAME, TABLE_FILE
+from pipelines.list_diff import Churn, churn
+from pipelines.registry import CHALLENGER, CHAMPION, MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +37,7 @@ class Decision:
     promote: bool
     reasons: list[str]
     comparison: pd.DataFrame  # per metric: challenger, champion, change, worse
-
-
-@dataclass
-class Published:
-    version: str
-    live: online.Live
-    previous: str | None  # the champion before (None: the first publish)
-    changed: bool  # False when the version was already live
+    churn: Churn | None = None  # its lists against the champion's (None: no champion to compare)
 
 
 def compare_metrics(
@@ -95,16 +82,17 @@ def compare_metrics(
     return not table["worse"].any(), table, reasons
 
 
-def run_promote(config: Config, version: str | None = None) -> Decision:
+def run_promote(config: Config, version: str | None = None, accept_churn: bool = False) -> Decision:
     """Decide on the challenger (or `version`): tag the decision on the version and log it.
-    The champion alias itself moves when the publish step makes the table live."""
+    The champion alias itself moves when the publish step makes the table live. `accept_churn`
+    (or promotion.accept_churn): approve it even above promotion.max_churn."""
     client = mlflow.MlflowClient()
     finish_interrupted_publish(config, client)
-    version = version or _alias(client, CHALLENGER)
+    version = version or registry.alias_version(client, CHALLENGER)
     if version is None:
         raise DataFileError(f"{MODEL_NAME}: no challenger to promote; run the merge step first")
     found = client.get_model_version(MODEL_NAME, version)
-    champion = _alias(client, CHAMPION)
+    champion = registry.alias_version(client, CHAMPION)
     metrics = _offline_metrics(config, found)
     for key, value in metrics.items():
         client.set_model_version_tag(MODEL_NAME, version, OFFLINE + key, str(value))
@@ -123,6 +111,14 @@ def run_promote(config: Config, version: str | None = None) -> Decision:
     if found.tags.get("output_gate") != "passed":
         promote = False
         reasons.insert(0, "its output gate did not pass")
+    too_small = windows.too_small_to_judge(config)
+    if too_small is not None:
+        promote, reasons = False, [too_small, *reasons]
+    lists = _churn(config, version, champion)
+    churn_refused, churn_reason = _churn_verdict(
+        settings.max_churn, lists, accept_churn or settings.accept_churn
+    )
+    promote = promote and not churn_refused
     if promote:
         reasons = [
             "already the champion"
@@ -132,18 +128,23 @@ def run_promote(config: Config, version: str | None = None) -> Decision:
             else f"not worse than v{champion} beyond {settings.tolerance:.0%} (or "
             f"{settings.absolute_tolerance:g} absolute) on any metric"
         ]
+    reasons += [churn_reason] if churn_reason else []
     params = {
         "challenger": version,
         "champion": champion or "none",
         "tolerance": settings.tolerance,
         "absolute_tolerance": settings.absolute_tolerance,
         "metrics": ",".join(settings.metrics),
+        "max_churn": "none" if settings.max_churn is None else settings.max_churn,
     }
     with tracking.step_run("promote", params):
         logged = {f"challenger_{k}": v for k, v in metrics.items() if v is not None}
         for row in comparison.itertuples():
             if not math.isnan(row.champion):
                 logged[f"champion_{row.metric}"] = row.champion
+        if lists is not None:
+            logged |= {f"overlap_at_{lists.n}": lists.overlap, "churn": lists.churn}
+            logged["lists_changed"] = lists.lists_changed
         mlflow.log_metrics({**logged, "promoted": float(promote)})
         mlflow.log_text(comparison.to_string(index=False), "comparison.txt")
         mlflow.log_text("\n".join(reasons), "decision.txt")
@@ -158,165 +159,40 @@ def run_promote(config: Config, version: str | None = None) -> Decision:
         f"champion v{champion}" if champion else "no champion",
         "; ".join(reasons),
     )
-    return Decision(version, champion, promote, reasons, comparison)
+    return Decision(version, champion, promote, reasons, comparison, lists)
 
 
-def run_publish(config: Config, version: str | None = None) -> Published:
-    """Make the approved challenger (or `version`) live and the champion; with nothing approved,
-    make sure the champion is what readers see."""
-    client = mlflow.MlflowClient()
-    finish_interrupted_publish(config, client)
-    champion = _alias(client, CHAMPION)
-    if version is None:
-        challenger = _alias(client, CHALLENGER)
-        approved = challenger is not None and (
-            client.get_model_version(MODEL_NAME, challenger).tags.get("promotion") == "approved"
-        )
-        version = challenger if approved else champion
-    if version is None:
-        raise DataFileError(
-            f"{MODEL_NAME}: nothing to publish: no champion and no approved challenger "
-            "(run merge, evaluate and promote first)"
-        )
-    return _publish(config, client, str(version), champion, record_previous=True)
-
-
-def run_rollback(config: Config) -> Published:
-    """Move the champion back to the version it replaced, and make that table live again."""
-    client = mlflow.MlflowClient()
-    finish_interrupted_publish(config, client)
-    champion = _alias(client, CHAMPION)
-    if champion is None:
-        raise DataFileError(f"{MODEL_NAME}: no champion to roll back")
-    previous = client.get_model_version(MODEL_NAME, champion).tags.get("previous_champion")
-    if not previous:
-        raise DataFileError(
-            f"{MODEL_NAME}: v{champion} replaced no earlier champion; nothing to roll back to"
-        )
-    published = _publish(config, client, previous, champion, record_previous=False)
-    client.set_model_version_tag(MODEL_NAME, champion, "rolled_back_to", previous)
-    return published
-
-
-def run_repair(config: Config) -> Published:
-    """Rebuild what readers need from the model registry's champion: the Feast registry (`feast
-    apply`) if it cannot be read, and the live pointer, by publishing the champion's table
-    again. A damaged pointer is kept beside, as live.json.broken. Nothing to do when the
-    pointer reads and names the champion."""
-    client = mlflow.MlflowClient()
-    repo = feature_repo_dir(config)
-    champion = _alias(client, CHAMPION)
-    if champion is None:
-        raise DataFileError(
-            f"{MODEL_NAME}: no champion in the model registry to repair from; run "
-            "`related-videos main` (or promote and publish)"
-        )
-    if not _registry_reads(repo, config):
-        # `feast apply` reads the registry first: a damaged one has to go before it can run.
-        damaged = repo / "data" / "registry.db"
-        if damaged.exists():
-            os.replace(damaged, damaged.with_name("registry.db.broken"))
-        log.warning("%s: the Feast registry cannot be read; rebuilding it (feast apply)", damaged)
-        feature_store.apply(repo)
-    pointer = online.related_folder(repo) / online.LIVE_FILE
-    try:
-        online.read_live(repo)
-    except BrokenState as error:
-        kept = pointer.with_name(f"{online.LIVE_FILE}.broken")
-        os.replace(pointer, kept)
-        log.warning("%s; kept it as %s, publishing the champion v%s", error, kept, champion)
-    return _publish(config, client, champion, champion, record_previous=False)
-
-
-def _registry_reads(repo: Path, config: Config) -> bool:
-    """Whether the repo's Feast registry file reads (and defines the related-video copies)."""
-    try:
-        store = feature_store.open_store(repo)
-        store.registry.get_feature_view(
-            online.view_name(feature_store.RELATED_COLORS[0]), store.project, allow_cache=False
-        )
-        return True
-    except Exception as error:  # whatever Feast raises on a damaged or missing registry
-        log.debug("the Feast registry of %s does not read: %s", repo, error)
-        return False
-
-
-def finish_interrupted_publish(config: Config, client: mlflow.MlflowClient | None = None) -> None:
-    """If a publish made its table live but was stopped before it moved the champion alias,
-    move the alias now: the pointer is the commit point."""
-    client = client or mlflow.MlflowClient()
-    live = online.read_live(feature_repo_dir(config))
-    if live is None:
-        return
-    champion = _alias(client, CHAMPION)
-    if champion != live.version and (champion or "") == live.champion_before:
-        log.warning(
-            "a publish of v%s was stopped after it went live: moving the champion alias to it",
-            live.version,
-        )
-        _move_champion(client, live.version, live.champion_before or None, True)
-
-
-def load_registered_table(version: str) -> pd.DataFrame:
-    """The table registered as related-videos `version`, checked against its digest tag."""
-    client = mlflow.MlflowClient()
-    tags = client.get_model_version(MODEL_NAME, version).tags
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=folder
-        )
-        found = sorted(Path(local).rglob(TABLE_FILE))
-        if not found:
-            raise DataFileError(f"models:/{MODEL_NAME}/{version}: no {TABLE_FILE} among its files")
-        if tags.get("table_digest") and registry.file_digest(found[0]) != tags["table_digest"]:
-            raise DataFileError(
-                f"models:/{MODEL_NAME}/{version}: {TABLE_FILE} does not match its table_digest"
-            )
-        return pd.read_parquet(found[0])
-
-
-def _publish(
-    config: Config,
-    client: mlflow.MlflowClient,
-    version: str,
-    champion: str | None,
-    record_previous: bool,
-) -> Published:
-    repo = feature_repo_dir(config)
-    feature_store.ensure_online_store(repo, online_store_settings(config), feast_project(config))
-    live = online.read_live(repo)
-    if live is not None and live.version == version and champion == version:
-        log.info("publish: v%s is already the live champion", version)
-        return Published(version, live, champion, changed=False)
-    params = {"version": version, "champion_before": champion or "none", "repo": repo}
-    with tracking.step_run("publish", params):
-        started = time.perf_counter()
-        table = load_registered_table(version)
-        digest = client.get_model_version(MODEL_NAME, version).tags.get("table_digest", "")
-        live = online.publish_table(repo, table, version, digest, champion_before=champion or "")
-        faults.checkpoint("publish:live")
-        _move_champion(client, version, champion, record_previous)
-        mlflow.log_params({"color": live.color, "online_store": config.serving.online_store})
-        mlflow.log_metrics(
-            {"videos": live.videos, "rows": live.rows, "seconds": time.perf_counter() - started}
-        )
-    return Published(version, live, champion, changed=True)
-
-
-def _move_champion(
-    client: mlflow.MlflowClient, version: str, previous: str | None, record_previous: bool
-) -> None:
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
-    if record_previous and previous and previous != version:
-        client.set_model_version_tag(MODEL_NAME, version, "previous_champion", previous)
-    log.info("champion: v%s (was %s)", version, f"v{previous}" if previous else "none")
-
-
-def _alias(client: mlflow.MlflowClient, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
-    except MlflowException:
+def _churn(config: Config, version: str, champion: str | None) -> Churn | None:
+    """The challenger's overlap@N (N = merge.top_n) with the champion; None without a champion
+    to compare with. A table that cannot be read is an error only when max_churn is set."""
+    if champion is None or champion == version:
         return None
+    try:
+        return churn(
+            registry.load_registered_table(champion),
+            registry.load_registered_table(version),
+            config.merge.top_n,
+        )
+    except (DataFileError, MlflowException, OSError) as error:
+        if config.promotion.max_churn is not None:
+            raise
+        log.warning("promotion: no list churn against v%s: %s", champion, error)
+        return None
+
+
+def _churn_verdict(limit: float | None, lists: Churn | None, accept: bool) -> tuple[bool, str]:
+    """(refused, what to say) for churn `lists` under `limit` (promotion.max_churn)."""
+    if lists is None:
+        return False, ""
+    said = (
+        f"list churn {lists.churn:.1%} (overlap@{lists.n} {lists.overlap:.3f} with the champion, "
+        f"{lists.lists_changed:.1%} of its {lists.videos:,} lists changed)"
+    )
+    if limit is None or lists.churn <= limit:
+        return False, said
+    if accept:
+        return False, f"{said}: above promotion.max_churn {limit:.1%}, accepted (--accept-churn)"
+    return True, f"{said}: above promotion.max_churn {limit:.1%}; --accept-churn accepts it"
 
 
 def _offline_metrics(config: Config, version) -> dict[str, float | None]:

@@ -3,23 +3,34 @@
 
 Loading a model from code runs its stored `.py`: each version records the code's sha256 when it
 is registered (tag `code_sha256`), and load_model refuses a version whose stored code differs.
+
+The related-videos model's names live here too: its aliases (challenger, champion) and reading
+a registered table back, which the merge, promote and publish steps share.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+
+from pipelines.data.io import DataFileError
+from pipelines.workspace import TABLE_FILE
 
 MODEL_CODE = Path(__file__).resolve().parent / "model_code"
 CODE_DIGEST_TAG = "code_sha256"
 # What a registered model needs to load; the versions are the project's pins.
 REQUIREMENTS = ("mlflow", "pandas", "numpy", "pyarrow")
+MODEL_NAME = "related-videos"  # the registered related table (the merge step registers it)
+CHALLENGER, CHAMPION = "challenger", "champion"  # its aliases
 
 
 def register(
@@ -52,8 +63,6 @@ def load_model(name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
     """The registered model `name` `version`, loaded only after its stored code file matched the
     sha256 recorded at registration; BrokenState (the command line's exit code 6) if it does
     not, or if no digest was recorded. The files are checked and loaded from one local copy."""
-    import tempfile
-
     import yaml
 
     from pipelines.broken import BrokenState
@@ -121,9 +130,33 @@ def _pinned(package: str) -> str:
 
 def item_vectors_signature(example_ids: list[str], k: int) -> ModelSignature:
     """Input: a `video_id` column; params: k (neighbours per video); output: the neighbours."""
-    import pandas as pd
-
     output = pd.DataFrame(
         {"video_id": ["a"], "rank": [1], "neighbour_video_id": ["b"], "cosine": [0.5]}
     )
     return infer_signature(pd.DataFrame({"video_id": example_ids}), output, params={"k": k})
+
+
+def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
+    """The related-videos version holding `alias` (CHALLENGER, CHAMPION); None if none does."""
+    try:
+        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_registered_table(version: str) -> pd.DataFrame:
+    """The table registered as related-videos `version`, checked against its digest tag."""
+    client = mlflow.MlflowClient()
+    tags = client.get_model_version(MODEL_NAME, version).tags
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=folder
+        )
+        found = sorted(Path(local).rglob(TABLE_FILE))
+        if not found:
+            raise DataFileError(f"models:/{MODEL_NAME}/{version}: no {TABLE_FILE} among its files")
+        if tags.get("table_digest") and file_digest(found[0]) != tags["table_digest"]:
+            raise DataFileError(
+                f"models:/{MODEL_NAME}/{version}: {TABLE_FILE} does not match its table_digest"
+            )
+        return pd.read_parquet(found[0])

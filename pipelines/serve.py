@@ -7,6 +7,7 @@ never a 500, and no answer names a path on the server: the details go to the ser
 
 # No `from __future__ import annotations`: FastAPI evaluates the endpoints' annotations, and
 # they refer to create_app's locals (max_n).
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pipelines import feature_store, online
 from pipelines.broken import BrokenState
 from pipelines.config import Config
 from pipelines.data.contract import ID_PATTERN, ID_WORDS
+from pipelines.explorer import ExplorerSettings, add_pages, explorer_settings
 from pipelines.http_limits import uvicorn_settings
 from pipelines.online import Live, NothingPublished, RelatedList
 
@@ -208,9 +210,16 @@ class LiveReader:
         )
 
 
-def create_app(repo: Path, max_n: int, default_n: int, docs: bool = False) -> FastAPI:
+def create_app(
+    repo: Path,
+    max_n: int,
+    default_n: int,
+    docs: bool = False,
+    explorer: ExplorerSettings | None = None,
+) -> FastAPI:
     """The service over the feature repo `repo`; `?n=` is 1..max_n, default_n when absent.
-    `docs`: serve /docs, /redoc and /openapi.json (serving.docs; off by default)."""
+    `docs`: serve /docs, /redoc and /openapi.json (serving.docs; off by default). `explorer`:
+    the HTML pages as well (/, /videos/{video_id}, /compare; pipelines/explorer.py)."""
     if not 1 <= default_n <= max_n:
         raise ValueError(f"default n {default_n} is not within 1..{max_n}")
     reader = LiveReader(repo)
@@ -269,6 +278,8 @@ def create_app(repo: Path, max_n: int, default_n: int, docs: bool = False) -> Fa
             published_at=live.published_at,
         )
 
+    if explorer is not None:
+        add_pages(app, reader, explorer)
     return app
 
 
@@ -292,7 +303,7 @@ def run_server(config: Config) -> None:
     serving.workers processes."""
     import uvicorn
 
-    from pipelines.features import feature_repo_dir
+    from pipelines.workspace import feature_repo_dir
 
     repo = feature_repo_dir(config)
     settings = config.serving
@@ -303,13 +314,15 @@ def run_server(config: Config) -> None:
         "max_n": settings.max_n,
         "default_n": min(config.merge.top_n, settings.max_n),
         "docs": settings.docs,
+        "explorer": dataclasses.asdict(explorer_settings(config)),
     }
     app = app_from_arguments(arguments)
     check_can_listen(settings.host, settings.port)
     if online.read_live(repo) is None:
         log.warning("%s: nothing is published yet; /related answers 503 until it is", repo)
     log.info(
-        "related videos of %s on http://%s:%d/related/{video_id} (health: /health), %d worker(s)",
+        "related videos of %s on http://%s:%d/related/{video_id} (health: /health, pages: /), "
+        "%d worker(s)",
         *(repo, settings.host, settings.port, settings.workers),
     )
     where = {
@@ -361,6 +374,7 @@ def app_from_arguments(arguments: dict) -> FastAPI:
         arguments["max_n"],
         arguments["default_n"],
         docs=bool(arguments.get("docs", False)),
+        explorer=ExplorerSettings(**arguments["explorer"]) if arguments.get("explorer") else None,
     )
 
 
@@ -374,7 +388,7 @@ def related_lines(config: Config, video_id: str, n: int | None = None) -> str:
     NothingPublished before any publish; UnknownVideo for an id the live table does not hold."""
     if n is not None and n < 1:
         raise ValueError(f"-n {n}: the list length must be at least 1")
-    from pipelines.features import feature_repo_dir
+    from pipelines.workspace import feature_repo_dir
 
     repo = feature_repo_dir(config)
     live = online.read_live(repo)

@@ -6,7 +6,9 @@ reports folder and writes nothing downstream (the previous validated folder stay
 Where events lack `source_video_id` it is derived first, ordering events by `ts` read the way
 the gate reads it (where `user_id`, `video_id` or `ts` is missing, the gate names it instead). A
 file that is not a table (an empty directory, a CSV file with another delimiter) is not read:
-the gate names the file and what it is.
+the gate names the file and what it is. A data set's own column names are mapped to the
+contract's first (`datasets.<name>.columns`); a contract column still missing is named with the
+file's columns and the mapping that would supply it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import mlflow
 import pandas as pd
 
 from pipelines import tracking, workspace
+from pipelines.columns import apply_mapping, missing_column_hint
 from pipelines.config import Config
 from pipelines.data.contract import EVENTS, schemas_for, to_utc
 from pipelines.data.io import (
@@ -32,6 +35,8 @@ from pipelines.data.io import (
 from pipelines.data.sessions import fill_source_video_ids
 from pipelines.gate_report import GateFailed, GateReport
 from pipelines.gates import run_input_gate
+from pipelines.interactions import with_clicks
+from pipelines.profile_checks import ProfileSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,9 @@ def run_validate(config: Config) -> Validated:
             name: read_table(path) if shapes[name].holds_table else pd.DataFrame()
             for name, path in files.items()
         }
+        present = {name: list(frame.columns) for name, frame in tables.items()}
+        tables = apply_mapping(tables, config.dataset.columns)
+        tables[EVENTS] = with_clicks(tables[EVENTS], config)
         if "source_video_id" not in tables[EVENTS].columns:
             tables[EVENTS] = with_source_video_ids(tables[EVENTS], config)
         report, conformed = run_input_gate(
@@ -67,6 +75,10 @@ def run_validate(config: Config) -> Validated:
             config.data.csv_list_separator,
             sources=files,
             files=shapes,
+            profile=ProfileSettings.from_config(config),
+            hints=lambda finding: missing_column_hint(
+                finding, present, config.data.dataset, config.dataset.columns
+            ),
         )
         rows = {name: len(frame) for name, frame in tables.items()}
         mlflow.log_metrics(
@@ -82,6 +94,8 @@ def run_validate(config: Config) -> Validated:
             mlflow.set_tag("gate", "failed")
             raise GateFailed(report)
         mlflow.set_tag("gate", "passed")
+        for finding in (f for f in report.warnings if not f.tolerated):  # profile checks'
+            log.warning("input gate: %s; hint: %s", finding.describe(), finding.hint)
         target = workspace.validated_dir(config)
         with publish_folder(target) as scratch:
             for name, frame in conformed.items():

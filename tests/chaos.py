@@ -24,8 +24,8 @@ import numpy as np
 
 from pipelines import online
 from pipelines.config import load_config
-from pipelines.features import feature_repo_dir
-from pipelines.merge import CHAMPION, MODEL_NAME
+from pipelines.registry import CHAMPION, MODEL_NAME
+from pipelines.workspace import feature_repo_dir
 from tests.conftest import SMALL_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,19 +130,31 @@ def last_step(log: Path) -> str:
     return lines[-1].split(" pipelines.")[1].split(":")[0] if lines else "start-up"
 
 
-def run_chaos(root: Path, kills: int, seed: int, deep_every: int = 3, report=print) -> list[Round]:
+def run_chaos(
+    root: Path,
+    kills: int,
+    seed: int,
+    deep_every: int = 3,
+    report=print,
+    length: float | None = None,
+) -> list[Round]:
     """`kills` rounds on the workspace `root` (made on first use). A first complete run gives a
     champion (unless there is one); a second, with round 1's change, the length L of a round's
-    run. Each round then
-    starts `main` with its change and kills it after a uniform random share of L (a run that
-    ends first is not a kill: the round draws again, at most 3 times), checks, reruns and checks
-    again."""
+    run (unless the caller measured it: `length`, the seconds of a run of the same kind on this
+    workspace, e.g. one that reran the merge onwards, with a champion there and settled). Each
+    round then starts `main` with its change and kills it after a uniform random share of L (a
+    run that ends first is not a kill: the round draws again, at most 3 times), checks, reruns
+    and checks again."""
     chaos = Chaos(root)
     rng = np.random.default_rng(seed)
     logs = root / "chaos-logs"
     logs.mkdir(parents=True, exist_ok=True)
     runs = [("first", ["merge.manual_weights.share=0.49"]), ("measure", None)]
-    if chaos.state().champion is not None:
+    if length is not None:
+        runs = []  # measured by the caller, on a workspace with a champion
+        if chaos.state().champion is None:
+            raise ValueError("run_chaos(length=...) needs a workspace with a champion")
+    elif chaos.state().champion is not None:
         runs = runs[1:]  # a workspace with a champion already: no first run needed
     for name, change in runs:
         begun = time.monotonic()

@@ -15,8 +15,8 @@ import pytest
 from pipelines import online, registry, tracking
 from pipelines.cli import EXIT_BROKEN, main
 from pipelines.config import load_config
-from pipelines.features import feature_repo_dir
-from pipelines.merge import CHAMPION, MODEL_NAME, TABLE_FILE
+from pipelines.registry import CHAMPION, MODEL_NAME
+from pipelines.workspace import TABLE_FILE, feature_repo_dir
 from tests.pipelines.test_serve import related_table_from
 
 GARBAGE = b"\x0a\xff\xff this is not what the file should hold " * 40

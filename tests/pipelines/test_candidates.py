@@ -9,7 +9,8 @@ import pandas as pd
 
 from models.candidates import candidate_pairs
 from models.profile import encode_profiles, fit_vocabulary
-from pipelines.candidates import popularity, read_candidate_pairs
+from pipelines.stage1 import popularity
+from pipelines.workspace import read_candidate_pairs
 
 
 def test_the_written_pairs_are_stage_1_on_the_contract_videos(toy_pipeline):

@@ -30,6 +30,7 @@ def test_missing_input_names_the_file(tmp_path, capsys):
     assert "videos.parquet: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the whole chain, trained: not in `make test-quick`
 def test_main_runs_the_chain_as_nested_mlflow_runs(tmp_path, capsys):
     workspace = tmp_path / "workspace"
     small = [item for override in SMALL_MODELS for item in ("--set", override)]

@@ -12,12 +12,10 @@ import pytest
 
 from models.fusion import Fusion
 from pipelines import evaluate as evaluate_step
-from pipelines import feature_store, stage3
-from pipelines import train as train_step
-from pipelines.candidates import profiles_from_store
+from pipelines import feature_store, fit_jobs, stage2, stage3, workspace
 from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import GATED_BARS, run_evaluate, split_time
-from pipelines.features import feature_repo_dir
+from pipelines.stage1 import profiles_from_store
 from pipelines.workspace import read_evaluation
 from tests.conftest import SMALL_MODELS
 
@@ -91,17 +89,18 @@ def toy_config(workspace, *extra: str):
 
 @pytest.fixture(scope="module")
 def evaluated(toy_pipeline):
-    config = toy_config(toy_pipeline.config.paths.workspace)
+    # One process: the watched functions are patched in this one.
+    config = toy_config(toy_pipeline.config.paths.workspace, "training.workers=1")
     client = mlflow.MlflowClient()
     registered_before = len(client.search_model_versions())
     watch = Watch()
     with pytest.MonkeyPatch.context() as patch:
         for module, name, pick in (
             (feature_store, "historical_features", lambda repo, events, service: events),
-            (train_step, "out_of_fold_predictions", lambda frame, *a, **k: frame),
-            (train_step, "fit_final", lambda frame, *a, **k: frame),
-            (train_step, "fit_als", lambda interactions, *a, **k: interactions),
-            (train_step, "fit_two_tower", lambda positives, *a, **k: positives),
+            (fit_jobs, "coordinating_fold", lambda frame, *a, **k: fit_jobs.frame_of(frame)),
+            (fit_jobs, "coordinating_final", lambda frame, *a, **k: fit_jobs.frame_of(frame)),
+            (stage2, "fit_als", lambda interactions, *a, **k: interactions),
+            (fit_jobs, "two_tower", lambda name, positives, *a, **k: positives),
             (evaluate_step, "popularity_lists", lambda events, *a, **k: events),
             (evaluate_step, "item_cf_lists", lambda events, *a, **k: events),
             (evaluate_step, "popularity", lambda events, *a, **k: events),
@@ -124,9 +123,8 @@ def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
     split = evaluation.split
     timed = (
         "historical_features",
-        "out_of_fold_predictions",
-        "fit_final",
-        "fit_two_tower",
+        "coordinating_fold",
+        "two_tower",
         "popularity_lists",
         "item_cf_lists",
         "popularity",
@@ -137,12 +135,14 @@ def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
         "fit_fusion",
         "pair_cooccurrence",
     )
+    # The network fit on every row is only registered: an evaluation does not fit it.
+    assert not watch.seen.get("coordinating_final")
     for name in timed:
         assert watch.seen.get(name), f"{name} was never called"
         for frame in watch.seen[name]:
             assert frame["ts"].max() < split, f"{name} saw an event at or after {split}"
     # ALS gets (user, video, value) without time: none of its pairs may exist only in the test.
-    events = train_step.read_events(config)
+    events = workspace.read_events(config)
     pairs = events.assign(test=events["ts"] >= split).groupby(["user_id", "video_id"])["test"]
     test_only = pairs.all()
     test_only = set(test_only[test_only].index)
@@ -218,8 +218,8 @@ def test_no_gate_lists_built_in_blocks_are_the_lists_built_at_once(evaluated):
     multi = stage3.model_vectors(config, folder)
     priors = stage3.read_priors(folder)
     fusion = Fusion.from_dict(read_evaluation(config)["fusion"])
-    profiles = profiles_from_store(feature_repo_dir(config))
-    events = train_step.read_events(config)
+    profiles = profiles_from_store(workspace.feature_repo_dir(config))
+    events = workspace.read_events(config)
     train = events[events["ts"] < evaluation.split]
     at_once = evaluate_step._no_gate_lists(
         toy_config(root, "evaluation.ungated_block_size=1000000"),

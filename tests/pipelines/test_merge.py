@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 
 from pipelines import merge as merge_step
-from pipelines.candidates import read_candidate_pairs
 from pipelines.gate_report import GateFailed
-from pipelines.merge import MODEL_NAME, read_related_table, run_merge
+from pipelines.merge import run_merge
+from pipelines.registry import MODEL_NAME
 from pipelines.related_gate import run_related_gate
+from pipelines.workspace import read_candidate_pairs, read_related_table
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,19 @@ import math
 import os
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 
 from pipelines import faults, online, tracking
 from pipelines.config import load_config
-from pipelines.features import feature_repo_dir
 from pipelines.main import run_main
-from pipelines.merge import CHALLENGER, CHAMPION, MODEL_NAME
-from pipelines.promote import compare_metrics, run_rollback
+from pipelines.promote import compare_metrics
+from pipelines.publish import run_rollback
+from pipelines.registry import CHALLENGER, CHAMPION, MODEL_NAME
+from pipelines.workspace import feature_repo_dir
 from tests.chaos import TOY, run_chaos
 from tests.conftest import REPO
 
@@ -140,6 +143,8 @@ BROKEN = [*GOOD, "candidates.threshold=0.99", "candidates.min_per_source=0"]
 # Kills at fixed points: the two moments inside publishing where a reader could be left with a
 # half-written copy. Kills at random moments (step boundaries or not): the chaos rounds below.
 KILL_POINTS = ["publish:copy-written", "publish:materialized"]
+# After the pointer moved, before the champion alias did: the next command finishes the publish.
+LIVE_POINT = "publish:live"
 
 
 class Workspace:
@@ -254,46 +259,77 @@ def test_rollback_moves_the_champion_back_and_republishes(worse, better, first, 
     assert champion == live.version == first.published.version == rolled.version
     assert all(version == champion for _, ids, version in lists if ids)
     # and forward again, for the kill tests below: publish the better one explicitly
-    from pipelines.promote import run_publish
+    from pipelines.publish import run_publish
 
     run_publish(config, better.decision.challenger)
     assert workspace.state()[0] == better.decision.challenger
 
 
-@pytest.mark.slow
-def test_sigkill_at_fixed_points_leaves_alias_and_online_table_unchanged(worse, workspace):
-    # A new configuration the promotion would approve: every step after features runs again.
+@pytest.fixture(scope="module")
+def fixed_point_kills(worse, workspace):
+    """One new configuration the promotion would approve (every step after features runs
+    again), killed at each fixed point in turn, then run to the end: each run starts from what
+    the one before left, so the three kills cost one run of the chain and three publishes. The
+    state before and after each run, for the tests below; the first run's seconds (merge to
+    the copy written, nearly a whole run): the length of a chaos round's run."""
     variant = [*GOOD, "merge.manual_weights.share=0.9"]
-    before = workspace.state()
+    states, runs, seconds = {"before": workspace.state()}, {}, {}
+    for point in [*KILL_POINTS, LIVE_POINT, None]:
+        begun = time.monotonic()
+        runs[point] = workspace.subprocess(variant, kill_at=point)
+        seconds[point] = time.monotonic() - begun
+        states[point] = workspace.state()
+    # A first run that was not killed where asked (it failed early) measured nothing: the chaos
+    # test then measures a run itself.
+    killed = runs[KILL_POINTS[0]].returncode == -9
+    length = seconds[KILL_POINTS[0]] if killed else None
+    return SimpleNamespace(states=states, runs=runs, round_length=length)
+
+
+@pytest.mark.slow
+def test_sigkill_at_fixed_points_leaves_alias_and_online_table_unchanged(fixed_point_kills):
+    before = fixed_point_kills.states["before"]
     assert before[0] == before[1].version
     for point in KILL_POINTS:
-        result = workspace.subprocess(variant, kill_at=point)
+        result = fixed_point_kills.runs[point]
         assert result.returncode == -9, (point, result.returncode, result.stderr[-2000:])
-        assert workspace.state() == before, f"changed after a kill at {point}"
-    result = workspace.subprocess(variant)
+        assert fixed_point_kills.states[point] == before, f"changed after a kill at {point}"
+    result = fixed_point_kills.runs[None]
     assert result.returncode == 0, result.stderr[-3000:]
-    champion, live, lists = workspace.state()
+    champion, live, lists = fixed_point_kills.states[None]
     assert champion == live.version != before[0]
     assert all(version == champion for _, ids, version in lists if ids)
 
 
 @pytest.mark.slow
-def test_three_chaos_kills_at_random_moments_leave_everything_agreeing(workspace):
-    # `make chaos` runs 20 of these rounds (tests/chaos.py).
-    rounds = run_chaos(workspace.root, kills=3, seed=3, deep_every=0, report=lambda line: None)
-    assert sum(r.killed for r in rounds) >= 2, rounds
-    assert all(r.ok for r in rounds), rounds
+def test_a_kill_after_going_live_is_finished_by_the_next_command(fixed_point_kills):
+    champion, live, _ = fixed_point_kills.states[KILL_POINTS[-1]]  # before the run killed live
+    result = fixed_point_kills.runs[LIVE_POINT]
+    assert result.returncode == -9, result.stderr[-2000:]
+    stopped_champion, stopped_live, stopped_lists = fixed_point_kills.states[LIVE_POINT]
+    assert stopped_champion == champion and stopped_live.version != live.version
+    # a reader already gets the new version's lists
+    assert all(version == stopped_live.version for _, ids, version in stopped_lists if ids)
+    result = fixed_point_kills.runs[None]  # anything that publishes or promotes finishes it
+    assert result.returncode == 0, result.stderr[-3000:]
+    champion, live, _ = fixed_point_kills.states[None]
+    assert champion == live.version == stopped_live.version
 
 
 @pytest.mark.slow
-def test_a_kill_after_going_live_is_finished_by_the_next_command(workspace):
-    champion, live, _ = workspace.state()
-    variant = [*GOOD, "merge.manual_weights.share=0.8"]
-    result = workspace.subprocess(variant, kill_at="publish:live")
-    assert result.returncode == -9, result.stderr[-2000:]
-    stopped_champion, stopped_live, _ = workspace.state()
-    assert stopped_champion == champion and stopped_live.version != live.version
-    result = workspace.subprocess(variant)  # anything that publishes or promotes finishes it
-    assert result.returncode == 0, result.stderr[-3000:]
-    champion, live, _ = workspace.state()
-    assert champion == live.version == stopped_live.version
+def test_three_chaos_kills_at_random_moments_leave_everything_agreeing(
+    fixed_point_kills, workspace
+):
+    # `make chaos` runs 20 of these rounds (tests/chaos.py). The workspace has a settled champion
+    # (the fixed-point kills' last run) and the length of a round's run is known: no run to
+    # measure it.
+    rounds = run_chaos(
+        workspace.root,
+        kills=3,
+        seed=3,
+        deep_every=0,
+        report=lambda line: None,
+        length=fixed_point_kills.round_length,
+    )
+    assert sum(r.killed for r in rounds) >= 2, rounds
+    assert all(r.ok for r in rounds), rounds

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import feature_store, online, tracking
 from pipelines.config import load_config
-from pipelines.features import feast_project, online_store_settings
+from pipelines.feature_store import feast_project, online_store_settings
 from pipelines.main import log_configuration
 from pipelines.redaction import MASK, redact, redact_config
 from tests.pipelines.redis_server import running_redis

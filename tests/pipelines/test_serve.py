@@ -23,8 +23,8 @@ import pytest
 import uvicorn
 
 from pipelines import feature_store, online
-from pipelines.features import feature_repo_dir
 from pipelines.serve import UnknownVideo, create_app, related_lines
+from pipelines.workspace import feature_repo_dir
 from tests.pipelines.redis_server import free_port
 
 TOP_N = 5

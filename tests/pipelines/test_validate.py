@@ -489,7 +489,9 @@ def test_the_log_counts_the_file_checks_with_the_expectations(tmp_path, toy_tabl
     with caplog.at_level("INFO", logger="pipelines.gates"):
         report = run_validate(_config(tmp_path, toy_tables, suffix=".csv")).report
     assert f"against {report.expectations} expectations" in caplog.text
-    assert report.expectations == 93  # as README's sample says: 81, and 4 per CSV file
+    # As README's sample says: 81, 4 per CSV file and 7 profile checks (4 flags, 1 single-valued
+    # attribute, the test window and retention).
+    assert report.expectations == 100
 
 
 # --- the real data set ------------------------------------------------------------------------

@@ -1,0 +1,472 @@
+"""Stage-2 fitting, shared by the train step (every model registered) and the evaluate step
+(fit on the training days, nothing registered): the coordinating network, then ALS and two-tower.
+
+Training sets come from Feast; the item vectors, the network's out-of-fold outputs and the held-out
+events are written to the folder the caller gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from models.als import AlsParams, auc_on_holdout, fit_als
+from models.candidates import pair_similarity
+from models.coordinating import (
+    CoordinatingInputs,
+    CoordinatingParams,
+    combine_folds,
+    objective_labels,
+    oof_auc,
+    route,
+    routing_report,
+)
+from models.two_tower import TwoTowerParams
+from pipelines import feature_store, fit_jobs, parallel, registry, tracking, truth_checks, workspace
+from pipelines.config import Config, Objective
+from pipelines.stage1 import profiles_from_store
+from pipelines.stage3 import ALL_PRIORS_FILE, HELDOUT_FILE, PRIORS_FILE
+
+log = logging.getLogger(__name__)
+
+CONTEXT = ("has_source", "source_similarity", "hour_sin", "hour_cos", "log_duration")
+# How each objective's user-video matrix cell is built from its routed positive events.
+VALUES = {
+    "clicks": lambda events: events["clicked"].astype(float),
+    "log1p_play_time": lambda events: np.log1p(events["play_time_s"].astype(float)),
+    "likes": lambda events: events["liked"].astype(float),
+    "shares": lambda events: events["shared"].astype(float),
+    "dislikes": lambda events: events["disliked"].astype(float),
+}
+
+
+@dataclass
+class Trained:
+    folder: Path
+    routing: pd.DataFrame
+    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version
+    seconds: dict[str, float] = field(default_factory=dict)  # objective -> training seconds
+
+
+def context_features(events: pd.DataFrame, matrix, video_ids: np.ndarray) -> pd.DataFrame:
+    """Event context that is not a label: whether the video was shown under a source, the
+    content cosine of the two (profile rows of `matrix`, in `video_ids` order), the hour of day,
+    the video's length."""
+    index = pd.Index(video_ids)
+    source_rows = index.get_indexer(events["source_video_id"].fillna("").astype(str))
+    video_rows = index.get_indexer(events["video_id"].astype(str))
+    has_source = source_rows >= 0
+    similarity = np.zeros(len(events))
+    if has_source.any():
+        similarity[has_source] = pair_similarity(
+            matrix, source_rows[has_source], video_rows[has_source]
+        )
+    hour = events["ts"].dt.hour + events["ts"].dt.minute / 60
+    return pd.DataFrame(
+        {
+            "has_source": has_source.astype(float),
+            "source_similarity": similarity,
+            "hour_sin": np.sin(2 * np.pi * hour / 24).to_numpy(),
+            "hour_cos": np.cos(2 * np.pi * hour / 24).to_numpy(),
+            "log_duration": np.log1p(events["duration_s"].astype(float)).to_numpy(),
+        },
+        index=events.index,
+    )
+
+
+def fit_stage2(
+    config: Config,
+    events: pd.DataFrame,
+    folder: Path,
+    tags: dict[str, str] | None = None,
+    use_routing: bool = True,
+    two_tower_for: Collection[str] | None = None,
+) -> Trained:
+    """Train stage 2 on `events` into `folder`, each model a nested run of the active run.
+
+    With `tags`, every model is registered with them; without, nothing is registered (the offline
+    evaluation). Without `use_routing` there is no coordinating network: each objective's models
+    learn from all of its positives (the single-objective baselines and the "no CN" ablation).
+    `two_tower_for` limits the two-tower models to these objectives (default: every one)."""
+    repo = workspace.feature_repo_dir(config)
+    started = time.perf_counter()
+    matrix, video_ids, vocabulary = profiles_from_store(repo)
+    frame = feature_store.historical_features(repo, events, "coordinating_network")
+    frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
+    log.info("training set: %s events with their features", f"{len(frame):,}")
+    truth = truth_checks.load_truth(workspace.raw_dir(config))
+    workers = parallel.worker_count(config.training.workers)
+    if len(events) < config.training.parallel_min_events:
+        workers = 1
+    with parallel.JobPool(workers) as pool:
+        if use_routing:
+            routed, routing, cn_version = _train_coordinating(
+                config, frame, vocabulary.n_columns, folder, tags, truth, pool
+            )
+            trained = Trained(folder, routing, {"coordinating-network": cn_version} if tags else {})
+            trained.seconds["coordinating-network"] = time.perf_counter() - started
+        else:
+            pairs = [(objective.name, objective.label) for objective in config.objectives]
+            labels = objective_labels(frame, pairs)
+            routed = labels.astype(bool).add_prefix("routed_")
+            trained = Trained(folder, routing_report(labels, routed, pairs))
+        tower_rows = feature_store.historical_features(repo, events, "two_tower")
+        rng = np.random.default_rng(config.seed)
+        # One draw per event, shared by every objective: a held-out event is seen by no model,
+        # so the merge can calibrate and weigh the objectives on it (write_heldout).
+        held_out = rng.random(len(frame)) < config.training.holdout_share
+        write_heldout(config, frame, held_out, folder)
+        check = _truth_check(truth, frame, config.seed)
+        chosen = {}
+        for objective in config.objectives:
+            rows = routed[f"routed_{objective.name}"].to_numpy()
+            if (~held_out[rows]).sum() >= config.training.min_positives:
+                chosen[objective.name] = rows
+                continue
+            log.warning(
+                "%s: only %d routed positives (training.min_positives %d): no models; "
+                "the merge scores this objective 0",
+                objective.name,
+                int((~held_out[rows]).sum()),
+                config.training.min_positives,
+            )
+            mlflow.set_tag(f"skipped_{objective.name}", "too few routed positives")
+        towers = [
+            objective
+            for objective in config.objectives
+            if objective.name in chosen
+            and (two_tower_for is None or objective.name in two_tower_for)
+            and not _skipped(config, objective)
+        ]
+        catalog = fit_jobs.TowerInputs(
+            _catalog(matrix, video_ids),
+            vocabulary.attribute_of_column,
+            vocabulary.n_columns,
+            tuple(config.dataset.user_categorical),
+            tuple(config.dataset.user_numeric),
+        )
+        # The two-tower fits go to the workers first; the ALS fits run here meanwhile.
+        jobs = [
+            _two_tower_job(
+                config, o, tower_rows[chosen[o.name]], held_out[chosen[o.name]], catalog, folder
+            )
+            for o in towers
+        ]
+        batch = pool.start("two-tower models", jobs)
+        for objective in config.objectives:
+            if objective.name not in chosen:
+                continue
+            begun, rows = time.perf_counter(), chosen[objective.name]
+            with _spark_if(config) as spark:
+                version = _train_als(
+                    config, objective, frame[rows], held_out[rows], folder, tags, spark, check
+                )
+            trained.versions[f"als-{objective.name}"] = version
+            trained.seconds[objective.name] = time.perf_counter() - begun
+            log.info(
+                "%s: %s %s positives, ALS in %.1f s",
+                objective.name,
+                f"{int(rows.sum()):,}",
+                "routed" if use_routing else "(all)",
+                trained.seconds[objective.name],
+            )
+
+        def tower_done(i: int, fit: fit_jobs.TwoTowerFit) -> None:
+            objective = towers[i]
+            name = f"two-tower-{objective.name}"
+            positives = int((~held_out[chosen[objective.name]]).sum())
+            trained.versions[name] = _log_two_tower(
+                config, objective, fit, positives, folder, tags, check
+            )
+            trained.seconds[objective.name] += fit.seconds
+
+        batch.collect(tower_done)
+    trained.versions = {name: v for name, v in trained.versions.items() if v}
+    return trained
+
+
+def _skipped(config: Config, objective: Objective) -> bool:
+    if objective.name in config.training.two_tower_skip:
+        log.info("%s: two-tower not trained (training.two_tower_skip)", objective.name)
+        return True
+    return False
+
+
+def write_heldout(config: Config, frame: pd.DataFrame, held_out: np.ndarray, folder: Path) -> None:
+    """The held-out events with each objective's label (label_<name>), and per video its events
+    and positives of each objective (positives_<name>): among the events the models learn from
+    (what the merge calibrates with) and among all of them (what the published table uses)."""
+    pairs = [(objective.name, objective.label) for objective in config.objectives]
+    labels = objective_labels(frame, pairs)
+    keys = frame[["user_id", "video_id", "source_video_id", "ts"]]
+    heldout = pd.concat([keys, labels.add_prefix("label_")], axis=1)[held_out]
+    heldout.reset_index(drop=True).to_parquet(folder / HELDOUT_FILE, index=False)
+    counts = labels.add_prefix("positives_")
+    counts.insert(0, "events", 1)
+    videos = frame["video_id"].astype(str).to_numpy()
+    for rows, name in ((~held_out, PRIORS_FILE), (np.ones(len(frame), bool), ALL_PRIORS_FILE)):
+        priors = counts[rows].groupby(videos[rows]).sum()
+        priors.index.name = "video_id"
+        priors.reset_index().to_parquet(folder / name, index=False)
+
+
+def _train_coordinating(
+    config: Config,
+    frame: pd.DataFrame,
+    n_columns: int,
+    folder: Path,
+    tags: dict[str, str] | None,
+    truth,
+    pool: parallel.JobPool,
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    settings, dataset = config.coordinating, config.dataset
+    objectives = [(objective.name, objective.label) for objective in config.objectives]
+    params = CoordinatingParams(
+        hidden_units=tuple(settings.hidden_units),
+        folds=settings.folds,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        threshold=settings.threshold,
+        seed=config.seed,
+    )
+    inputs = CoordinatingInputs(
+        user_categorical=tuple(dataset.user_categorical),
+        user_numeric=tuple(dataset.user_numeric),
+        context_numeric=CONTEXT,
+        n_columns=n_columns,
+    )
+    with (
+        tracking.step_run("coordinating-network", dataclasses.asdict(params)),
+        tempfile.TemporaryDirectory(prefix="related-videos-stage2-") as scratch,
+    ):
+        labels = objective_labels(frame, objectives)
+        shared: pd.DataFrame | Path = frame
+        if pool.workers > 1:  # one pickle read by every worker, not one copy per job
+            shared = Path(scratch) / "frame.pickle"
+            frame.to_pickle(shared)
+        jobs = [
+            (fit_jobs.coordinating_fold, (shared, objectives, inputs, params, fold))
+            for fold in range(params.folds)
+        ]
+        network_path = folder / "coordinating-network"
+        # The network fit on every row is what gets registered; nothing downstream reads it
+        # (routing uses the folds' predictions), so an unregistered fit skips it.
+        if tags is not None:
+            final = (shared, objectives, inputs, params, network_path)
+            jobs.append((fit_jobs.coordinating_final, final))
+        results = pool.run("coordinating network", jobs)
+        per_fold = results[: params.folds]
+        predictions = combine_folds(frame, objectives, params, per_fold)
+        routed = route(labels, predictions, objectives, settings.threshold)
+        report = routing_report(labels, routed, objectives)
+        auc = oof_auc(labels, predictions)
+        metrics = {f"oof_auc_{name}": float(v) for name, v in auc.items() if np.isfinite(v)}
+        for name, row in report.iterrows():
+            metrics[f"routed_share_{name}"] = float(row.routed_share)
+            metrics[f"positives_{name}"] = int(row.positives)
+        if truth is not None and "p_click" in predictions:
+            checks = truth_checks.routing_of_accidental_clicks(
+                truth["events"], frame, predictions["p_click"].to_numpy(), settings.threshold
+            )
+            metrics.update({f"truth_{name}": value for name, value in checks.items()})
+        mlflow.log_metrics(metrics)
+        if tags is not None:
+            _log_curve(results[-1])
+        outputs = pd.concat(
+            [frame[["user_id", "video_id", "ts"]], predictions.drop(columns="fold")], axis=1
+        )
+        outputs.to_parquet(folder / "coordinating_outputs.parquet", index=False)
+        mlflow.log_text(report.to_string(), "routing_report.txt")
+        if tags is None:
+            return routed, report, ""
+        version = registry.register(
+            "coordinating-network",
+            "coordinating",
+            {"network": network_path},
+            {**tags, "objectives": ",".join(name for name, _ in objectives)},
+            requirements=(*registry.REQUIREMENTS, "keras", "tensorflow-cpu"),
+        )
+        return routed, report, str(version.version)
+
+
+def _train_als(
+    config: Config,
+    objective: Objective,
+    positives: pd.DataFrame,
+    holdout: np.ndarray,
+    folder: Path,
+    tags: dict[str, str] | None,
+    spark,
+    check,
+) -> str:
+    engine = config.training.als_engine
+    params = AlsParams(**dataclasses.asdict(objective.als))
+    name = f"als-{objective.name}"
+    interactions = pd.DataFrame(
+        {
+            "user_id": positives["user_id"].to_numpy(),
+            "video_id": positives["video_id"].to_numpy(),
+            "value": VALUES[objective.value](positives).to_numpy(),
+        }
+    )
+    with tracking.step_run(name, {**dataclasses.asdict(params), "engine": engine}):
+        train, held = interactions[~holdout], interactions[holdout]
+        with threadpool_limits(1, "blas"):  # implicit's advice; the env var may come too late
+            model = fit_als(
+                train,
+                params,
+                engine,
+                seed=config.seed,
+                spark=spark,
+                calculate_training_loss=engine == "implicit",
+            )
+        auc = fit_jobs.holdout_auc(
+            lambda: auc_on_holdout(model, train, held, np.random.default_rng(config.seed))
+        )
+        mlflow.log_metrics(
+            {
+                "auc_holdout": auc,
+                "fit_seconds": model.fit_seconds,
+                "positives": len(train),
+                "holdout_positives": len(held),
+                "videos_with_vector": len(model.item_vectors),
+                **(
+                    {"training_loss": model.training_loss}
+                    if model.training_loss is not None
+                    else {}
+                ),
+            }
+        )
+        mlflow.log_metrics(check(model.item_vectors))
+        return _register_vectors(name, model.item_vectors, folder, tags, objective, engine)
+
+
+def _two_tower_params(config: Config) -> TwoTowerParams:
+    settings = config.two_tower
+    return TwoTowerParams(
+        **{**dataclasses.asdict(settings), "tower_units": tuple(settings.tower_units)},
+        seed=config.seed,
+    )
+
+
+def _two_tower_job(
+    config: Config,
+    objective: Objective,
+    positives: pd.DataFrame,
+    holdout: np.ndarray,
+    catalog: fit_jobs.TowerInputs,
+    folder: Path,
+) -> tuple:
+    """`fit_jobs.two_tower` and its arguments: the model is saved in `folder` under its name."""
+    name = f"two-tower-{objective.name}"
+    params = _two_tower_params(config)
+    return fit_jobs.two_tower, (
+        name,
+        positives,
+        holdout,
+        catalog,
+        params,
+        folder / name,
+        config.seed,
+    )
+
+
+def _log_two_tower(
+    config: Config,
+    objective: Objective,
+    fit: fit_jobs.TwoTowerFit,
+    positives: int,
+    folder: Path,
+    tags: dict[str, str] | None,
+    check,
+) -> str:
+    """A finished two-tower fit as its nested run: settings, AUC, curve, truth checks; the item
+    vectors written and registered."""
+    name = f"two-tower-{objective.name}"
+    with tracking.step_run(name, dataclasses.asdict(_two_tower_params(config))):
+        mlflow.log_metrics(
+            {
+                "auc_holdout": fit.auc,
+                "epochs_run": fit.epochs_run,
+                "positives": positives,
+                "fit_seconds": fit.seconds,
+            }
+        )
+        _log_curve(fit.history)
+        mlflow.log_metrics(check(fit.vectors))
+        return _register_vectors(name, fit.vectors, folder, tags, objective, "keras")
+
+
+def _truth_check(truth, frame: pd.DataFrame, seed: int):
+    """On synthetic data, a function from item vectors to truth metrics; else one giving none."""
+    if truth is None:
+        return lambda vectors: {}
+    events_per_video = frame.groupby("video_id").size().to_dict()
+
+    def check(vectors) -> dict[str, float]:
+        found = truth_checks.series_neighbours(
+            vectors, truth["videos"], events_per_video, seed=seed
+        )
+        return {f"truth_{name}": value for name, value in found.items()}
+
+    return check
+
+
+def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, engine: str) -> str:
+    """Write the item vectors; register them when there are version tags ("" otherwise)."""
+    path = folder / f"{name}.item_vectors.parquet"
+    vectors.to_frame().to_parquet(path, index=False)
+    if tags is None:
+        return ""
+    version = registry.register(
+        name,
+        "item_vectors",
+        {"item_vectors": path},
+        {**tags, "objective": objective.name, "engine": engine},
+        signature=registry.item_vectors_signature(list(vectors.video_ids[:2]), 10),
+    )
+    return str(version.version)
+
+
+def _catalog(matrix, video_ids: np.ndarray) -> pd.DataFrame:
+    """Every video's current profile: the two-tower item tower's input."""
+    return pd.DataFrame(
+        {"video_id": video_ids, "profile_indices": [list(row.indices) for row in matrix]}
+    )
+
+
+def _log_curve(history) -> None:
+    """Per-epoch training figures as MLflow metric steps (the training curve)."""
+    frame = pd.DataFrame(history)
+    for step, row in enumerate(frame.to_dict("records")):
+        mlflow.log_metrics({f"curve_{k}": float(v) for k, v in row.items()}, step=step)
+
+
+@contextmanager
+def _spark_if(config: Config) -> Iterator[object | None]:
+    if config.training.als_engine != "spark":
+        yield None
+        return
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(config.training.spark_master)
+        .appName("related-videos-als")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    # Long ALS lineages overflow the stack without checkpoints (the paper's like: 26 iterations).
+    spark.sparkContext.setCheckpointDir(str(config.workspace.resolve() / "spark-checkpoints"))
+    yield spark

@@ -91,6 +91,33 @@ class GateFailed(RuntimeError):
         self.report = report
 
 
+def finding(
+    table: str,
+    column: str | None,
+    check: tuple[str, str],
+    rows: int,
+    observed: str,
+    hint: str,
+    examples: list | None = None,
+    unexpected: int | None = None,
+    tolerated: bool = True,
+) -> Finding:
+    """A finding of a check made outside Great Expectations (on the file itself, or a profile
+    check); `check` is its text and expectation name."""
+    return Finding(
+        table=table,
+        column=column,
+        check=check[0],
+        expectation=check[1],
+        unexpected_count=unexpected,
+        row_count=rows,
+        examples=examples or [],
+        observed=observed,
+        hint=hint,
+        tolerated=tolerated,
+    )
+
+
 class FirstTableRefused(RuntimeError):
     """Promotion refused the first table of a workspace: with no champion, nothing is live.
     `decision` is the promotion's (pipelines.promote.Decision)."""

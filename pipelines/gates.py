@@ -44,7 +44,7 @@ from pipelines.data.contract import (
     to_utc,
 )
 from pipelines.data.io import FOREIGN_DELIMITERS, FileShape
-from pipelines.gate_report import Finding, GateReport
+from pipelines.gate_report import Finding, GateReport, finding
 from pipelines.profile_checks import ProfileSettings, profile_findings
 
 log = logging.getLogger(__name__)
@@ -440,67 +440,47 @@ def file_check_findings(
         checks += 1 + (3 if shape.csv else 0)
         if shape.empty_directory:
             findings.append(
-                _file_finding(
+                finding(
                     table,
+                    None,
                     (IS_TABLE, TABLE_CHECK),
                     0,
-                    [shape.path.name],
                     "a directory with no Parquet file in it, not a file",
                     f"point the data set's files.{table} at a Parquet or CSV file (a "
                     "directory is read only as the Parquet parts of one table)",
+                    [shape.path.name],
                 )
             )
         elif shape.delimiter is not None:
             name = FOREIGN_DELIMITERS[shape.delimiter]
             findings.append(
-                _file_finding(
+                finding(
                     table,
+                    None,
                     (COMMAS, COMMAS_CHECK),
                     rows.get(table, 0),
-                    list(shape.first_row[:1]),
                     f"one column named {shape.header[0]!r}",
                     f"the file looks {name}-delimited; write it comma-separated (lists "
                     "inside a cell stay joined with the list separator)",
+                    list(shape.first_row[:1]),
                 )
             )
         if shape.nul_line is not None:
             line, text = shape.nul_line
             findings.append(
-                _file_finding(
+                finding(
                     table,
+                    None,
                     (NO_NUL, NUL_CHECK),
                     rows.get(table, 0),
-                    [text],
                     f"a NUL character on line {line:,}",
                     "the CSV reader would cut the value short at the NUL without a word: "
                     f"remove it (an id is {ID_WORDS})",
+                    [text],
                 )
             )
         findings += repeated_column_findings({table: shape.repeated}, rows)
     return findings, checks
-
-
-def _file_finding(
-    table: str,
-    check: tuple[str, str],
-    row_count: int,
-    examples: list,
-    observed: str,
-    hint: str,
-    column: str | None = None,
-) -> Finding:
-    """A finding of a check on the file itself (`check`: its text and expectation name)."""
-    return Finding(
-        table=table,
-        column=column,
-        check=check[0],
-        expectation=check[1],
-        unexpected_count=None,
-        row_count=row_count,
-        examples=examples,
-        observed=observed,
-        hint=hint,
-    )
 
 
 def repeated_column_findings(
@@ -509,15 +489,15 @@ def repeated_column_findings(
     """One error per column a file's header names more than once (`repeated`: table -> column
     -> times named); pandas would read the copies silently as `name.1`, `name.2`."""
     return [
-        _file_finding(
+        finding(
             table,
+            column,
             (NAMED_ONCE, FILE_CHECK),
             rows.get(table, 0),
-            [column],
             f"{times} times",
             f"keep one column named {column!r}: the copies would be read as {column}.1, "
             "... and dropped",
-            column,
+            [column],
         )
         for table, columns in repeated.items()
         for column, times in columns.items()

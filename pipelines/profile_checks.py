@@ -15,7 +15,7 @@ import pandas as pd
 from models.weights import retention_labels, retention_window
 from pipelines.config import Config, EvaluationConfig
 from pipelines.data.contract import EVENT_FLAGS, EVENTS, VIDEOS
-from pipelines.gate_report import Finding
+from pipelines.gate_report import Finding, finding
 from pipelines.windows import sized_test_window
 
 log = logging.getLogger(__name__)
@@ -91,28 +91,9 @@ def profile_findings(
     return errors, warnings, checks
 
 
-def _finding(
-    table: str,
-    column: str | None,
-    check: tuple[str, str],
-    rows: int,
-    observed: str,
-    hint: str,
-    examples: list | None = None,
-    unexpected: int | None = None,
-) -> Finding:
-    return Finding(
-        table=table,
-        column=column,
-        check=check[0],
-        expectation=check[1],
-        unexpected_count=unexpected,
-        row_count=rows,
-        examples=examples or [],
-        observed=observed,
-        hint=hint,
-        tolerated=False,
-    )
+def _finding(*args, **kwargs) -> Finding:
+    """A profile check's finding: never a tolerated one (it has no tolerance)."""
+    return finding(*args, **kwargs, tolerated=False)
 
 
 def _constant_flag(

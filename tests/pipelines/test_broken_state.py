@@ -4,9 +4,10 @@ Feast registry.db or live.json each exit with code 6 and a message naming the fi
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -17,6 +18,7 @@ from pipelines.cli import EXIT_BROKEN, main
 from pipelines.config import load_config
 from pipelines.registry import CHAMPION, MODEL_NAME
 from pipelines.workspace import TABLE_FILE, feature_repo_dir
+from tests.conftest import REPO
 from tests.pipelines.test_serve import related_table_from
 
 GARBAGE = b"\x0a\xff\xff this is not what the file should hold " * 40
@@ -115,30 +117,44 @@ def test_a_corrupt_mlflow_db_names_the_file(workspace, capsys):
     assert "MLflow tracking database is damaged" in err and ".broken" in err
 
 
-def test_a_read_only_workspace_names_the_file(workspace, monkeypatch, capsys):
-    """Made read-only with chmod; as root, for whom permissions do not hold, the lock file's
-    creation fails as on a read-only file system instead."""
-    if os.geteuid() == 0:
-        from pipelines import lock
+def without_permission_bypass() -> list[str] | None:
+    """A command prefix under which root obeys file permissions like any user: setpriv drops
+    the capabilities that let root write where the mode bits forbid it. None when this process
+    is not root (permissions hold already); pytest.skip when root and setpriv is missing."""
+    if os.geteuid() != 0:
+        return None
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without util-linux's setpriv: chmod cannot make it read-only")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable", "--"]
 
-        real_open = os.open
 
-        def read_only_open(path, flags, *args):
-            if flags & os.O_CREAT and Path(path).parent == workspace.resolve():
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-            return real_open(path, flags, *args)
+def set_modes(root: Path, folders: int, files: int) -> None:
+    for folder, _, names in os.walk(root):
+        os.chmod(folder, folders)
+        for name in names:
+            os.chmod(Path(folder) / name, files)
 
-        monkeypatch.setattr(lock.os, "open", read_only_open)
-    else:
-        for folder, _, _ in os.walk(workspace):
-            os.chmod(folder, 0o555)
+
+def test_a_read_only_workspace_names_the_file(workspace):
+    """A workspace made read-only with chmod: `publish` exits with the broken-state code and a
+    message naming the file and the fix, no traceback. Run as a real process; as root, under
+    setpriv without the capabilities that bypass permissions, so the chmod holds for it too."""
+    prefix = without_permission_bypass() or []
+    set_modes(workspace, folders=0o555, files=0o444)
     try:
-        assert cli(workspace, "publish") == EXIT_BROKEN
-        err = broken_message(capsys, workspace.resolve() / ".run.lock")
-        assert "is read-only for this user" in err and "chmod -R u+w" in err
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "pipelines.cli", "--workspace", str(workspace),
+             "--size", "toy", "publish"],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
+        )
     finally:
-        for folder, _, _ in os.walk(workspace):
-            os.chmod(folder, 0o755)
+        set_modes(workspace, folders=0o755, files=0o644)
+    assert done.returncode == EXIT_BROKEN, done.stderr[-3000:]
+    err = done.stderr
+    assert str(workspace.resolve() / ".run.lock") in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert "is read-only for this user" in err and "chmod -R u+w" in err
 
 
 def feature_repo_dir_of(workspace: Path, published: dict) -> Path:

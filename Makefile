@@ -39,7 +39,8 @@ test: install redis chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need no trained chain, server or Spark (fixtures that do are marked slow in
-# tests/conftest.py).
+# tests/conftest.py, and so are the tests SLOW_TESTS there lists: the input gate's data docs,
+# network fits, worker processes). About 2 minutes on 2 cores; `make test` runs everything.
 test-quick: install
 	$(PY) -m pytest -m "not slow and not spark" $(PYTEST_ARGS)
 

@@ -75,8 +75,8 @@ def _config(args: argparse.Namespace):
 
 def _compare(args: argparse.Namespace, methods: list[str]) -> None:
     from models.als import interaction_matrix
-    from pipelines.data.synthetic import generate
-    from pipelines.stage2 import VALUES
+    from models.objectives import matrix_values
+    from simulator.synthetic import generate
 
     config = _config(args)
     objective = next(o for o in config.objectives if o.name == args.objective)
@@ -90,7 +90,7 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
         {
             "user_id": train["user_id"].to_numpy(),
             "video_id": train["video_id"].to_numpy(),
-            "value": VALUES[objective.value](train).to_numpy(),
+            "value": matrix_values(train, objective.value).to_numpy(),
         }
     )
     matrix, _, video_ids = interaction_matrix(cells)
@@ -158,14 +158,14 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
         run = _ours_step(config, objective, positives, holdout, folder, report)
     elif method == "ours-fit":
         from models.als import AlsParams, fit_als
-        from pipelines.stage2 import VALUES
+        from models.objectives import matrix_values
 
         train = positives[~holdout]
         cells = pd.DataFrame(
             {
                 "user_id": train["user_id"].to_numpy(),
                 "video_id": train["video_id"].to_numpy(),
-                "value": VALUES[objective.value](train).to_numpy(),
+                "value": matrix_values(train, objective.value).to_numpy(),
             }
         )
         als = AlsParams(**dataclasses.asdict(params))

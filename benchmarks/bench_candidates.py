@@ -11,7 +11,6 @@ below the parent's own size.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -69,7 +68,7 @@ def _compare(args: argparse.Namespace, methods: list[str], shown: list[str]) -> 
         folder = Path(tmp)
         profiles, seconds = _profiles(config, args.videos)
         sp.save_npz(folder / "profiles.npz", profiles, compressed=False)
-        (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
+        (folder / "settings.json").write_text(json.dumps(settings.model_dump()))
         lengths = np.diff(profiles.indptr)
         print(
             f"# Stage 1 candidates on {profiles.shape[0]:,} synthetic videos\n\n"
@@ -104,10 +103,10 @@ def _compare(args: argparse.Namespace, methods: list[str], shown: list[str]) -> 
 def _profiles(config, n_videos: int) -> tuple[sp.csr_matrix, float]:
     """The synthetic catalog at the xlarge preset's settings with `n_videos` videos, encoded."""
     from models.profile import encode_profiles, fit_vocabulary
-    from pipelines.data.catalog import make_catalog
+    from simulator.catalog import make_catalog
 
     started = time.perf_counter()
-    size = dataclasses.replace(config.synthetic.sizes["xlarge"], videos=n_videos)
+    size = config.synthetic.sizes["xlarge"].model_copy(update={"videos": n_videos})
     start = pd.Timestamp(config.synthetic.start_date, tz="UTC")
     catalog = make_catalog(config.synthetic, size, start, np.random.default_rng(config.seed))
     attributes = config.dataset.video_attributes

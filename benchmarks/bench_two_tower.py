@@ -60,17 +60,13 @@ def _config(args: argparse.Namespace):
 
 
 def _params(config, epochs: int):
-    from models.two_tower import TwoTowerParams
-
-    settings = dataclasses.asdict(config.two_tower)
-    settings.update(tower_units=tuple(settings["tower_units"]), max_epochs=epochs)
-    settings["early_stopping_patience"] = epochs  # every epoch runs
-    return TwoTowerParams(**settings, seed=config.seed)
+    # The configuration's own TwoTowerParams (seeded); every epoch runs.
+    return dataclasses.replace(config.two_tower, max_epochs=epochs, early_stopping_patience=epochs)
 
 
 def _compare(args: argparse.Namespace) -> None:
     from models.profile import encode_profiles, fit_vocabulary
-    from pipelines.data.synthetic import generate
+    from simulator.synthetic import generate
 
     config = _config(args)
     objective = next(o for o in config.objectives if o.name == args.objective)

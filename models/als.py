@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from models.metrics import sampled_auc
+from models.params import AlsParams
 from models.vectors import ItemVectors, top_k_neighbours
 
 if TYPE_CHECKING:
@@ -41,21 +43,6 @@ ENGINES = ("implicit", "spark")
 # per-iteration hook) once at the end; loss is None (the training loss is computed once, after
 # the fit, into AlsModel.training_loss).
 Progress = Callable[[int, float, float | None], None]
-
-
-@dataclass(frozen=True)
-class AlsParams:
-    """One objective's ALS parameters, in the paper's (Spark's) names.
-
-    rank: latent factors; max_iter: alternating sweeps; alpha: confidence = 1 + alpha * value;
-    reg_param: L2 weight. Spark multiplies reg_param by each user's (video's) number of
-    interactions (ALS-WR); implicit uses it as is. Both engines receive the same value.
-    """
-
-    rank: int
-    max_iter: int
-    reg_param: float
-    alpha: float
 
 
 @dataclass(frozen=True)
@@ -165,8 +152,7 @@ def _fit_implicit(
     progress: Progress | None,
     calculate_training_loss: bool,
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
-    from implicit.cpu import _als
-    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.als import AlternatingLeastSquares, calculate_loss
 
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         log.warning("OPENBLAS_NUM_THREADS is not 1: implicit's ALS runs several times slower")
@@ -191,7 +177,7 @@ def _fit_implicit(
     loss = None
     if calculate_training_loss:
         confidence = (params.alpha * matrix).astype(np.float32).tocsr()  # as implicit's fit
-        loss = float(_als.calculate_loss(confidence, user_factors, item_factors, params.reg_param))
+        loss = float(calculate_loss(confidence, user_factors, item_factors, params.reg_param))
     return user_factors, item_factors, loss
 
 
@@ -307,7 +293,8 @@ def chance_overlap(n_items: int, k: int) -> float:
 def auc_on_holdout(
     model: AlsModel, train: pd.DataFrame, holdout: pd.DataFrame, rng: np.random.Generator
 ) -> float:
-    """Share of held-out (user, video) positives that outscore a random video the user never saw.
+    """Pooled holdout AUC (`sampled_auc`) of the held-out (user, video) positives against one
+    random video per positive that its user never saw.
 
     Score = user factor . item factor (raw). Negatives are drawn from the model's videos, outside
     the user's train and held-out interactions; ties count half. Pairs whose user or video the
@@ -347,7 +334,7 @@ def auc_on_holdout(
     user_f = model.user_factors[users[valid]].astype(np.float64)
     pos = np.einsum("ij,ij->i", user_f, model.item_factors[videos[valid]])
     neg = np.einsum("ij,ij->i", user_f, model.item_factors[negatives[valid]])
-    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+    return sampled_auc(pos, neg)
 
 
 def _in_sorted(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 from models.vectors import ItemVectors
 
@@ -228,11 +227,3 @@ def objective_score(
     if missing.any():
         best[missing] = calibration.prior.predict({k: v[missing] for k, v in shared.items()})
     return best
-
-
-def validation_auc(label: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of a score against the pair labels; NaN when one class is missing."""
-    y = np.asarray(label).astype(bool)
-    if y.all() or not y.any():
-        return float("nan")
-    return float(roc_auc_score(y, score))

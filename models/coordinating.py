@@ -18,30 +18,20 @@ import keras
 import numpy as np
 import pandas as pd
 from keras import ops
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
+
+from models.keras_parts import EmbeddingBag, UserFeatureEncoder, predict_in_chunks
+from models.metrics import roc_auc
+from models.objectives import LABEL_SOURCES, LABELS, positives
+from models.params import CoordinatingParams
 
 log = logging.getLogger(__name__)
 
-LABELS = ("clicked", "watched_half", "liked", "shared", "disliked")
 # Columns a label is computed from: none of them may ever be an input.
-FORBIDDEN_FEATURES = frozenset(LABELS) | {"play_time_s"}
-MISSING = "<missing>"
-PREDICT_BATCH = 8192  # throughput only: predictions do not depend on it
+FORBIDDEN_FEATURES = LABEL_SOURCES
 
 # (objective name, label) pairs, e.g. ("play_time", "watched_half").
 Objectives = Sequence[tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class CoordinatingParams:
-    hidden_units: Sequence[int]
-    folds: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    threshold: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -67,16 +57,11 @@ class CoordinatingInputs:
 
 
 def objective_labels(events: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
-    """int8 0/1 per objective name; watched_half = clicked and played >= half the duration."""
-    clicked = events["clicked"].fillna(0).to_numpy() == 1
-    derived = {
-        "clicked": clicked,
-        "watched_half": clicked & (events["play_time_s"] >= events["duration_s"] / 2).to_numpy(),
-        **{name: events[name].fillna(0).to_numpy() == 1 for name in LABELS[2:]},
-    }
-    unknown = sorted({label for _, label in objectives} - set(derived))
+    """int8 0/1 per objective name (`models.objectives.positives` of its label)."""
+    unknown = sorted({label for _, label in objectives} - set(LABELS))
     if unknown:
         raise ValueError(f"unknown objective labels {unknown}; known: {list(LABELS)}")
+    derived = {label: positives(events, label) for label in {label for _, label in objectives}}
     return pd.DataFrame(
         {name: derived[label].astype(np.int8) for name, label in objectives}, index=events.index
     )
@@ -93,15 +78,19 @@ class FeatureEncoder:
 
     @classmethod
     def fit(cls, events: pd.DataFrame, spec: CoordinatingInputs) -> FeatureEncoder:
-        vocabularies = {c: sorted(set(_strings(events[c]))) for c in spec.user_categorical}
-        values = events[spec.numeric].astype(float)
-        stds = values.std(ddof=0).fillna(0.0)
-        return cls(
-            spec,
-            vocabularies,
-            values.mean().fillna(0.0).to_dict(),
-            stds.where(stds > 0, 1.0).to_dict(),
+        users = UserFeatureEncoder.fit(
+            events, spec.user_categorical, spec.numeric, missing_category=True
         )
+        means = {column: mean for column, (mean, _) in users.scaling.items()}
+        stds = {column: std for column, (_, std) in users.scaling.items()}
+        return cls(spec, users.vocabularies, means, stds)
+
+    @property
+    def users(self) -> UserFeatureEncoder:
+        """The shared encoder of the categorical and numeric features (a missing category is a
+        category of its own)."""
+        scaling = {c: (self.means[c], self.stds[c]) for c in self.spec.numeric}
+        return UserFeatureEncoder(self.vocabularies, scaling, missing_category=True)
 
     @property
     def n_categorical_ids(self) -> int:
@@ -141,48 +130,20 @@ def encode_features(
 ) -> FeatureArrays:
     """The network's inputs for `events`; fits a new encoder on `events` unless one is given."""
     encoder = encoder or FeatureEncoder.fit(events, spec)
+    users = encoder.users
     n, codes, offset = len(events), [], 1
-    for column, vocabulary in encoder.vocabularies.items():
-        position = pd.Index(vocabulary).get_indexer(_strings(events[column]))
-        codes.append(offset + 1 + position)  # unknown (-1) lands on the column's unknown id
+    for column_codes, vocabulary in zip(
+        users.codes(events), users.vocabularies.values(), strict=True
+    ):
+        codes.append(offset + column_codes)  # unknown (0) lands on the column's unknown id
         offset += len(vocabulary) + 1
     categorical = np.stack(codes, axis=1) if codes else np.zeros((n, 0), dtype=np.int32)
-    values = events[spec.numeric].astype(float)
-    missing = values.isna()
-    scaled = ((values - pd.Series(encoder.means)) / pd.Series(encoder.stds)).fillna(0.0)
-    numeric = np.hstack([scaled.to_numpy(), missing.to_numpy(float)])
     return FeatureArrays(
         categorical.astype(np.int32),
-        numeric.astype(np.float32),
+        users.numeric(events),
         _padded_profiles(events["profile_indices"], spec.n_columns),
         encoder,
     )
-
-
-@keras.saving.register_keras_serializable(package="related_videos")
-class EmbeddingBag(keras.layers.Layer):
-    """Sum or mean of the embeddings of the non-zero ids of each row (0 pads): a Dense layer on
-    a multi-hot vector without ever building the dense matrix."""
-
-    def __init__(self, input_dim: int, output_dim: int, pooling: str = "mean", **kwargs):
-        super().__init__(**kwargs)
-        self.input_dim, self.output_dim, self.pooling = input_dim, output_dim, pooling
-
-    def build(self, input_shape) -> None:
-        self.embeddings = self.add_weight(
-            shape=(self.input_dim, self.output_dim), initializer="glorot_uniform", name="embeddings"
-        )
-
-    def call(self, ids):
-        mask = ops.expand_dims(ops.cast(ops.greater(ids, 0), self.compute_dtype), -1)
-        pooled = ops.sum(ops.take(self.embeddings, ids, axis=0) * mask, axis=1)
-        if self.pooling == "mean":
-            pooled = pooled / ops.maximum(ops.sum(mask, axis=1), 1.0)
-        return pooled
-
-    def get_config(self) -> dict:
-        names = ("input_dim", "output_dim", "pooling")
-        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
 
 
 @keras.saving.register_keras_serializable(package="related_videos")
@@ -251,15 +212,7 @@ class CoordinatingNetwork:
     def predict(self, events: pd.DataFrame) -> pd.DataFrame:
         """p_<objective> per event, aligned with `events`' index."""
         features = encode_features(events, self.encoder.spec, self.encoder)
-        inputs, n = features.inputs(), len(events)
-        # Eager calls in chunks: model.predict traces a new function for every fold's model.
-        chunks = [
-            ops.convert_to_numpy(
-                self.model({k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()})
-            )
-            for i in range(0, n, PREDICT_BATCH)
-        ]
-        p = np.concatenate(chunks) if chunks else np.zeros((0, len(self.objectives)))
+        p = predict_in_chunks(self.model, features.inputs())
         columns = [f"p_{name}" for name, _ in self.objectives]
         return pd.DataFrame(p.astype(np.float64), index=events.index, columns=columns)
 
@@ -405,17 +358,8 @@ def routing_report(
 
 def oof_auc(labels: pd.DataFrame, predictions: pd.DataFrame) -> pd.Series:
     """ROC AUC of p_<objective> against each label column; NaN where a label has one class."""
-    auc = {
-        name: roc_auc_score(labels[name], predictions[f"p_{name}"])
-        if labels[name].nunique() == 2
-        else np.nan
-        for name in labels.columns
-    }
+    auc = {name: roc_auc(labels[name], predictions[f"p_{name}"]) for name in labels.columns}
     return pd.Series(auc, name="oof_auc")
-
-
-def _strings(values: pd.Series) -> np.ndarray:
-    return values.astype(object).where(values.notna(), MISSING).astype(str).to_numpy()
 
 
 def _padded_profiles(profiles: pd.Series, n_columns: int) -> np.ndarray:

@@ -28,11 +28,10 @@ from models.calibration import (
     objective_score,
     pair_columns,
     side_cosines,
-    validation_auc,
 )
 from models.evidence import EVIDENCE
 from models.merge import rank_related
-from models.metrics import per_source_figures
+from models.metrics import per_source_figures, roc_auc
 from models.vectors import ItemVectors
 from models.weights import ObjectiveWeights, equal_weights, fit_transition_weights
 
@@ -334,8 +333,8 @@ def _two_tower_gain(pairs, vectors, priors, heldout, calibrations, objectives, s
             continue
         cosines = side_cosines(chosen, vectors.get(objective.name, (None, None)))
         shared = pair_columns(chosen, priors, objective.name)
-        with_it = validation_auc(label, objective_score(calibration, cosines, shared, True))
-        without = validation_auc(label, objective_score(calibration, cosines, shared, False))
+        with_it = roc_auc(label, objective_score(calibration, cosines, shared, True))
+        without = roc_auc(label, objective_score(calibration, cosines, shared, False))
         figures[objective.name] = {"with": with_it, "without": without, "gain": with_it - without}
     return figures
 

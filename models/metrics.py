@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.objectives import positives as label_positives
+
 PAIR = ["source_video_id", "video_id"]
-LABELS = ("clicked", "watched_half", "liked", "shared", "disliked")
 # The positive objectives compared by recall and NDCG, with the event label that makes a positive.
 OBJECTIVE_LABELS = {
     "click": "clicked",
@@ -23,23 +24,37 @@ OBJECTIVE_LABELS = {
 LOWER_IS_BETTER = {"dislike_rate"}
 
 
-def _label(events: pd.DataFrame, objective_label: str) -> pd.Series:
-    if objective_label == "watched_half":
-        watched = events["play_time_s"] >= events["duration_s"] / 2
-        return (events["clicked"] == 1) & watched
-    if objective_label not in LABELS:
-        raise ValueError(f"unknown label {objective_label!r}; expected one of {LABELS}")
-    return events[objective_label] == 1
-
-
 def test_pairs(events: pd.DataFrame, objective_label: str) -> pd.DataFrame:
     """Distinct positive (source_video_id, video_id) pairs for a label; events without a source
     are dropped. watched_half = clicked and play_time_s >= duration_s / 2."""
-    positive = events[_label(events, objective_label) & events["source_video_id"].notna()]
+    label = label_positives(events, objective_label)
+    positive = events[label & events["source_video_id"].notna()]
     return positive[PAIR].drop_duplicates().reset_index(drop=True)
 
 
 test_pairs.__test__ = False  # not a pytest test, whoever imports it
+
+
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of a score against 0/1 labels (scikit-learn's; ties count half); NaN when one
+    class is missing. The one AUC of models/: every AUC logged or compared goes through it."""
+    from sklearn.metrics import roc_auc_score  # here: the rest of this module needs no sklearn
+
+    y = np.asarray(label).astype(bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def sampled_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Pooled holdout AUC: `roc_auc` of the held-out positives' scores against the scores of the
+    sampled negatives, all users pooled (a positive is compared with every negative, not only with
+    its own user's)."""
+    positive, negative = np.asarray(positive), np.asarray(negative)
+    if not len(positive) or not len(negative):
+        raise ValueError("sampled_auc: no positive or no negative score")
+    label = np.concatenate([np.ones(len(positive), bool), np.zeros(len(negative), bool)])
+    return roc_auc(label, np.concatenate([positive, negative]))
 
 
 def shown_pairs(events: pd.DataFrame) -> pd.DataFrame:

@@ -18,8 +18,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from keras import ops
-from scipy.stats import rankdata
 
+from models.keras_parts import (
+    EmbeddingBag,
+    UserFeatureEncoder,
+    category_codes,
+    category_keys,
+    predict_in_chunks,
+)
+from models.metrics import sampled_auc
+from models.params import TwoTowerParams
 from models.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
@@ -31,32 +39,9 @@ def _embedding_init(dim: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(stddev=1 / np.sqrt(dim))
 
 
-@dataclass(frozen=True)
-class TwoTowerParams:
-    tower_units: tuple[int, ...]
-    embedding_dim: int
-    loss: str
-    optimizer: str
-    learning_rate: float
-    batch_size: int
-    max_epochs: int
-    early_stopping_patience: int
-    validation_share: float
-    negatives_per_positive: int
-    seed: int
-    # A categorical with at most this many values (plus the shared OOV/missing slot) is one-hot
-    # encoded; wider ones, and the user id, get an embedding.
-    one_hot_max_tokens: int
-    # Cosine alone lies in [-1, 1], so sigmoid(cosine) never gets near 0 or 1 and log loss
-    # trains poorly; a learnable scale (and bias) on the cosine, started here, is the usual fix.
-    initial_cosine_scale: float
-    # Plain SGD at the paper's rate sat at the base-rate loss for tens of epochs in trials on
-    # small data; momentum (used only when the optimizer is SGD) gets it moving.
-    sgd_momentum: float
-    # Share of training pairs whose video id is hidden (zero id vector, as for a video without
-    # training positives): it teaches the item tower to place a video by its attributes alone,
-    # all that a cold video has (as DropoutNet does).
-    id_dropout: float
+def _embedding_init_config(dim: int) -> dict:
+    """`_embedding_init` as a config, for a layer that makes its initializer when built."""
+    return {"class_name": "RandomNormal", "config": {"stddev": float(1 / np.sqrt(dim))}}
 
 
 @dataclass(frozen=True)
@@ -70,6 +55,11 @@ class FeatureSpec:
     attribute_of_column: list[int]
     profile_length: int
 
+    @property
+    def users(self) -> UserFeatureEncoder:
+        """The shared encoder of the user features; a missing category is unknown (index 0)."""
+        return UserFeatureEncoder(self.categorical, self.numeric, missing_category=False)
+
 
 @keras.saving.register_keras_serializable(package="related_videos")
 class KnownIdEmbedding(keras.layers.Embedding):
@@ -80,44 +70,6 @@ class KnownIdEmbedding(keras.layers.Embedding):
         return super().call(inputs) * ops.cast(inputs > 0, self.compute_dtype)[..., None]
 
 
-@keras.saving.register_keras_serializable(package="related_videos")
-class AttributeMeanPool(keras.layers.Layer):
-    """Per attribute, the mean embedding of a video's active profile columns, concatenated.
-
-    Input: (batch, length) int of column + 1, 0 = padding. An attribute with no active column
-    pools to zeros (GlobalAveragePooling1D with a mask would divide by zero there).
-    """
-
-    def __init__(self, attribute_of_column: list[int], embedding_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.attribute_of_column = [int(a) for a in attribute_of_column]
-        self.embedding_dim = int(embedding_dim)
-        self.n_attributes = max(self.attribute_of_column, default=-1) + 1
-        # Padding gets the extra attribute n_attributes, dropped after the one-hot.
-        self._attribute_of_slot = np.array([self.n_attributes, *self.attribute_of_column])
-
-    def build(self, input_shape):
-        self.table = self.add_weight(
-            shape=(len(self.attribute_of_column) + 1, self.embedding_dim),
-            initializer=_embedding_init(self.embedding_dim),
-            name="profile_embeddings",
-        )
-
-    def call(self, profile):
-        attribute = ops.take(ops.convert_to_tensor(self._attribute_of_slot), profile)
-        member = ops.one_hot(attribute, self.n_attributes + 1)[..., : self.n_attributes]
-        summed = ops.einsum("bla,bld->bad", member, ops.take(self.table, profile, axis=0))
-        count = ops.maximum(ops.sum(member, axis=1), 1.0)[..., None]
-        return ops.reshape(summed / count, (-1, self.n_attributes * self.embedding_dim))
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "attribute_of_column": self.attribute_of_column,
-            "embedding_dim": self.embedding_dim,
-        }
-
-
 def make_spec(
     train_positives: pd.DataFrame,
     items: pd.DataFrame,
@@ -125,19 +77,14 @@ def make_spec(
     user_numeric: list[str],
     attribute_of_column: np.ndarray,
 ) -> FeatureSpec:
-    categorical = {
-        c: sorted(train_positives[c].dropna().astype(str).unique()) for c in user_categorical
-    }
-    numeric = {}
-    for c in user_numeric:
-        values = train_positives[c].astype(float)
-        mean, std = np.nan_to_num(values.mean()), np.nan_to_num(values.std(ddof=0))
-        numeric[c] = (float(mean), float(std) if std > 0 else 1.0)
+    users = UserFeatureEncoder.fit(
+        train_positives, user_categorical, user_numeric, missing_category=False
+    )
     lengths = items["profile_indices"].map(len)
     return FeatureSpec(
         user_ids=sorted(train_positives["user_id"].astype(str).unique()),
-        categorical=categorical,
-        numeric=numeric,
+        categorical=users.vocabularies,
+        numeric=users.scaling,
         video_ids=sorted(train_positives["video_id"].astype(str).unique()),
         attribute_of_column=[int(a) for a in attribute_of_column],
         profile_length=max(int(lengths.max()) if len(lengths) else 0, 1),
@@ -146,21 +93,17 @@ def make_spec(
 
 def _index(vocabulary: list[str], values: pd.Series) -> np.ndarray:
     """Position + 1 in the vocabulary; 0 for unseen or missing values."""
-    keys = values.astype(str).where(values.notna(), None)
-    return (pd.Index(vocabulary).get_indexer(keys) + 1).astype(np.int32)
+    return category_codes(vocabulary, category_keys(values, missing_category=False))
 
 
 def encode_users(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
     """The user tower's inputs, one row per frame row."""
     inputs = {"user_index": _index(spec.user_ids, frame["user_id"])}
-    for position, (column, vocabulary) in enumerate(spec.categorical.items()):
-        inputs[f"user_cat_{position}"] = _index(vocabulary, frame[column])
+    users = spec.users
+    for position, codes in enumerate(users.codes(frame)):
+        inputs[f"user_cat_{position}"] = codes
     if spec.numeric:
-        raw = frame[list(spec.numeric)].astype(float).to_numpy()
-        mean, std = np.array(list(spec.numeric.values())).T
-        missing = np.isnan(raw)
-        scaled = np.where(missing, 0.0, (raw - mean) / std)
-        inputs["user_numeric"] = np.hstack([scaled, missing]).astype(np.float32)
+        inputs["user_numeric"] = users.numeric(frame)
     return inputs
 
 
@@ -223,7 +166,13 @@ def build_towers(
         KnownIdEmbedding(len(spec.video_ids) + 1, dim, embeddings_initializer=_embedding_init(dim))(
             item_inputs["video_index"]
         ),
-        AttributeMeanPool(spec.attribute_of_column, dim)(item_inputs["profile"]),
+        # Per attribute, the mean embedding of the video's active profile columns.
+        EmbeddingBag(
+            len(spec.attribute_of_column) + 1,
+            dim,
+            group_of_id=spec.attribute_of_column,
+            embeddings_initializer=_embedding_init_config(dim),
+        )(item_inputs["profile"]),
     ]
     item_model = tower(item_inputs, item_parts, "item_tower")
 
@@ -346,16 +295,6 @@ def pair_batches(
     return dataset, steps
 
 
-def _predict(model: keras.Model, inputs: dict[str, np.ndarray], chunk: int = 8192) -> np.ndarray:
-    # Direct calls, not `predict`: no tf.function to trace for each new input size.
-    n = len(next(iter(inputs.values())))
-    parts = [
-        ops.convert_to_numpy(model({k: v[i : i + chunk] for k, v in inputs.items()}))
-        for i in range(0, n, chunk)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
-
-
 @dataclass
 class TwoTowerModel:
     """The trained towers, the encoded catalog they were trained with, and the training curve."""
@@ -373,21 +312,24 @@ class TwoTowerModel:
 
     def item_vectors(self) -> ItemVectors:
         """One unit vector per catalog video; a cold video's comes from its profile alone."""
-        return ItemVectors.from_raw(self.catalog_ids, _predict(self.item_model, self.catalog))
+        return ItemVectors.from_raw(
+            self.catalog_ids, predict_in_chunks(self.item_model, self.catalog)
+        )
 
     def user_vectors(self, frame: pd.DataFrame) -> np.ndarray:
         """Unit vectors for rows of user features (user_id plus the feature columns)."""
-        return _predict(self.user_model, encode_users(frame, self.spec))
+        return predict_in_chunks(self.user_model, encode_users(frame, self.spec))
 
     def auc(
         self, holdout_positives: pd.DataFrame, items: pd.DataFrame, rng: np.random.Generator
     ) -> float:
-        """AUC of held-out positives against one uniform catalog video each, paired with the
-        same user row (the paper's monitor); ranking by cosine is ranking by probability."""
+        """Pooled holdout AUC (`sampled_auc`) of held-out positives against one uniform catalog
+        video each, scored with the positive's user row; ranking by cosine is ranking by
+        probability."""
         if holdout_positives.empty:
             raise ValueError("two-tower: no held-out positives to compute an AUC on")
         _check_known_videos(holdout_positives, items)
-        item_vecs = _predict(self.item_model, encode_items(items, self.spec))
+        item_vecs = predict_in_chunks(self.item_model, encode_items(items, self.spec))
         rows = pd.Index(items["video_id"].astype(str)).get_indexer(
             holdout_positives["video_id"].astype(str)
         )
@@ -395,9 +337,7 @@ class TwoTowerModel:
         negatives = rng.integers(0, len(items), size=len(rows))
         positive = np.einsum("ij,ij->i", users, item_vecs[rows])
         negative = np.einsum("ij,ij->i", users, item_vecs[negatives])
-        ranks = rankdata(np.concatenate([positive, negative]))
-        n = len(rows)
-        return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * n))
+        return sampled_auc(positive, negative)
 
     def save(self, path: str | Path) -> None:
         """A folder: the two towers in Keras' .keras format, the spec and curve, the catalog."""

@@ -1,6 +1,6 @@
-"""Load `config.yaml` into typed, frozen objects; layer a YAML file and `key=value` overrides.
+"""Load `config.yaml` into strict, frozen pydantic models; layer a YAML file and `--set` overrides.
 
-Unknown keys and wrong types fail at load time with the dotted key named, not later in a step.
+Unknown keys, wrong types and values out of range fail at load time with the dotted key named.
 """
 
 from __future__ import annotations
@@ -8,16 +8,29 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import types
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from models.evidence import EVIDENCE
+from models.params import AlsParams, CoordinatingParams, TwoTowerParams
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 
@@ -26,26 +39,85 @@ class ConfigError(ValueError):
     """A configuration file or override is malformed; the message names the key."""
 
 
-@dataclass(frozen=True)
-class Paths:
+class Section(BaseModel):
+    """A block of the configuration: strict types (YAML's int may stand for a float), frozen,
+    no unknown key."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+def _list_as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _from_yaml(hint: Any) -> Any:
+    """A parameter field's type as YAML gives it: a list where the field holds a tuple or a
+    sequence (kept a tuple, as the models' own callers pass it)."""
+    if typing.get_origin(hint) in (tuple, Sequence):
+        item = typing.get_args(hint)[0]
+        return Annotated[tuple[item, ...], BeforeValidator(_list_as_tuple)]
+    return hint
+
+
+def _parameters(params: type) -> GetPydanticSchema:
+    """Validation of a models/ parameter dataclass (models/params.py) as a configuration block:
+    its own fields, checked as strictly as any section, then the dataclass itself is the value.
+    The models stay free of pydantic; the configuration holds no copy of their fields."""
+    hints = typing.get_type_hints(params)
+    fields: dict[str, Any] = {
+        field.name: (
+            _from_yaml(hints[field.name]),
+            ... if field.default is dataclasses.MISSING else field.default,
+        )
+        for field in dataclasses.fields(params)
+    }
+    block = create_model(params.__name__, __base__=Section, **fields)
+
+    def schema(_source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            lambda values: params(**dict(values)),
+            handler.generate_schema(block),
+            serialization=core_schema.plain_serializer_function_ser_schema(dataclasses.asdict),
+        )
+
+    return GetPydanticSchema(schema)
+
+
+def _check(ok: Callable[[Any], bool], why: str) -> AfterValidator:
+    """A value's own condition; `why` follows the key and the value in the error."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(check)
+
+
+Count = Annotated[int, Field(ge=1)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+# --- Where things are, what is read ------------------------------------------------------------
+
+
+class Paths(Section):
     workspace: str
     kuairand: str
 
 
-@dataclass(frozen=True)
-class MlflowSettings:
+class MlflowSettings(Section):
     experiment: str
     tracking_uri: str
 
 
-@dataclass(frozen=True)
-class DataSection:
+class DataSection(Section):
     dataset: str
     csv_list_separator: str
 
 
-@dataclass(frozen=True)
-class GateSettings:
+class GateSettings(Section):
     max_play_ratio: float
     duplicate_event_tolerance: float
     future_slack: str
@@ -54,30 +126,31 @@ class GateSettings:
     epoch_ms_from: float
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    video_attributes: dict[str, str]
+class DatasetConfig(Section):
+    # single: one string per video; multi: a list of strings.
+    video_attributes: dict[str, Literal["single", "multi"]]
     user_categorical: list[str]
     user_numeric: list[str]
     source_window: str
     timezone: str = "UTC"
-    files: dict[str, str] = field(default_factory=dict)
-    gate: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = {}
+    gate: dict[str, Any] = {}  # overrides of the gate defaults, checked as GateSettings
     # Per table, contract column -> the file's name for it (pipelines/columns.py).
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = {}
     interaction_only: bool = False  # a log without impressions (pipelines/interactions.py)
 
 
-@dataclass(frozen=True)
-class SyntheticSize:
+# --- The synthetic world (simulator/): how the generated data set is made ----------------------
+
+
+class SyntheticSize(Section):
     videos: int
     users: int
     events: int
     days: int
 
 
-@dataclass(frozen=True)
-class SyntheticCatalog:
+class SyntheticCatalog(Section):
     age_days: int
     styles_per_genre: int
     tags_per_genre: int
@@ -104,8 +177,7 @@ class SyntheticCatalog:
     popularity_temperature: float
 
 
-@dataclass(frozen=True)
-class SyntheticAudience:
+class SyntheticAudience(Section):
     genders: dict[str, float]
     age_buckets: dict[str, float]
     segment_concentration: float
@@ -117,8 +189,7 @@ class SyntheticAudience:
     taste_sd: float
 
 
-@dataclass(frozen=True)
-class BehaviourParams:
+class BehaviourParams(Section):
     match: dict[str, float]
     affinity_range: list[float]
     click: dict[str, float]
@@ -134,8 +205,7 @@ class BehaviourParams:
     churn: dict[str, float]
 
 
-@dataclass(frozen=True)
-class SyntheticSessions:
+class SyntheticSessions(Section):
     policy: dict[str, float]
     first_blockbuster_share: float
     max_steps: int
@@ -146,9 +216,8 @@ class SyntheticSessions:
     initial_events_per_session: float
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    size: str
+class SyntheticConfig(Section):
+    size: str  # a key of `sizes`
     sizes: dict[str, SyntheticSize]
     start_date: str
     genres: int
@@ -167,6 +236,11 @@ class SyntheticConfig:
     behaviour: BehaviourParams
     sessions: SyntheticSessions
 
+    @model_validator(mode="after")
+    def _size_is_a_preset(self) -> SyntheticConfig:
+        self.preset  # noqa: B018  (raises for an unknown size)
+        return self
+
     @property
     def preset(self) -> SyntheticSize:
         if self.size not in self.sizes:
@@ -174,100 +248,91 @@ class SyntheticConfig:
         return self.sizes[self.size]
 
 
-@dataclass(frozen=True)
-class AlsParams:
-    rank: int
-    max_iter: int
-    reg_param: float
-    alpha: float
+# --- The models and the table ------------------------------------------------------------------
+
+# How an objective's user-video matrix cell is built, and its coordinating-network label: the
+# names of models/objectives.py (VALUES, LABELS), written out so that reading the configuration
+# imports no numerical library (tests/pipelines/test_config.py checks they agree).
+ObjectiveValue = Literal["clicks", "log1p_play_time", "likes", "shares", "dislikes"]
+ObjectiveLabel = Literal["clicked", "watched_half", "liked", "shared", "disliked"]
 
 
-@dataclass(frozen=True)
-class Objective:
+class Objective(Section):
     name: str
     group: str
-    value: str
-    label: str
-    sign: int
-    als: AlsParams
+    value: ObjectiveValue
+    label: ObjectiveLabel
+    sign: Literal[1, -1]  # -1 subtracts in the merge
+    als: Annotated[AlsParams, _parameters(AlsParams)]
 
 
-@dataclass(frozen=True)
-class CandidatesConfig:
+class CandidatesConfig(Section):
     threshold: float
     max_per_source: int
     top_k_values: int
     block_size: int
     min_per_source: int
     fill_threshold: float
-    fill_pool: int
+    fill_pool: Count
+
+    @model_validator(mode="after")
+    def _fill_within_the_gate(self) -> CandidatesConfig:
+        if not 0 < self.fill_threshold <= self.threshold:
+            raise ConfigError(
+                f"candidates.fill_threshold: {self.fill_threshold} must lie in (0, "
+                f"candidates.threshold = {self.threshold}]"
+            )
+        if not 0 <= self.min_per_source <= self.max_per_source:
+            raise ConfigError(
+                f"candidates.min_per_source: {self.min_per_source} must lie in [0, "
+                f"candidates.max_per_source = {self.max_per_source}] (0: no filling)"
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class CoordinatingConfig:
-    threshold: float
-    hidden_units: list[int]
-    folds: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-
-
-@dataclass(frozen=True)
-class TwoTowerConfig:
-    tower_units: list[int]
-    embedding_dim: int
-    loss: str
-    optimizer: str
-    learning_rate: float
-    batch_size: int
-    max_epochs: int
-    early_stopping_patience: int
-    validation_share: float
-    negatives_per_positive: int
-    one_hot_max_tokens: int
-    initial_cosine_scale: float
-    sgd_momentum: float
-    id_dropout: float
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    als_engine: str
+class TrainingConfig(Section):
+    als_engine: Literal["implicit", "spark"]
     holdout_share: float
     min_positives: int
     spark_master: str
     two_tower_skip: list[str]
-    workers: int
+    workers: Annotated[int, _check(lambda n: n >= 0, "must be at least 0 (0: one per core)")]
     parallel_min_events: int
 
 
-@dataclass(frozen=True)
-class MergeConfig:
+class MergeConfig(Section):
     top_n: int
     manual_weights: dict[str, float]
-    weights: str
+    weights: Literal["auto", "transitions", "equal", "retention"]
     max_tied_list_share: float
 
 
-@dataclass(frozen=True)
-class WeightsConfig:
+class WeightsConfig(Section):
     retention_days: int
     min_retained_users: int
     learn_from: list[str]
     select_on: list[str]
-    validation_share: float
+    validation_share: Share
     min_positive_pairs: int
     prior_strength: float
     two_tower_min_gain: float
     listwise: bool
     selection_z: float
-    evidence: list[str]
+    evidence: list[str]  # of models/evidence.py's EVIDENCE
     popularity_of: str
 
+    @model_validator(mode="after")
+    def _known_evidence(self) -> WeightsConfig:
+        unknown = sorted(set(self.evidence) - set(EVIDENCE))
+        if unknown:
+            raise ConfigError(f"weights.evidence: {unknown} are not of {list(EVIDENCE)}")
+        return self
 
-@dataclass(frozen=True)
-class EvaluationConfig:
+
+# --- Judging, promoting and serving a table ----------------------------------------------------
+
+
+class EvaluationConfig(Section):
     test_days: int
     baseline: str
     min_test_events: int
@@ -282,8 +347,7 @@ class EvaluationConfig:
     bootstrap_resamples: int
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Section):
     days: int
     replicates: int
     aa_replicates: int
@@ -291,40 +355,45 @@ class ExperimentConfig:
     baseline: str
 
 
-@dataclass(frozen=True)
-class PromotionConfig:
-    tolerance: float
-    absolute_tolerance: float
+class PromotionConfig(Section):
+    tolerance: NonNegative
+    absolute_tolerance: NonNegative
     metrics: list[str]
-    max_churn: float | None  # None: no limit on the share of list entries a challenger replaces
+    # None: no limit on the share of list entries a challenger replaces.
+    max_churn: Annotated[float, Field(ge=0, le=1)] | None
     accept_churn: bool
 
 
-@dataclass(frozen=True)
-class ExplorerConfig:
+class ExplorerConfig(Section):
     mlflow_ui: str
-    search_results: int
-    compare_videos: int
-    histogram_bins: int
-    cached_tables: int
+    search_results: Count
+    compare_videos: Count
+    histogram_bins: Count
+    cached_tables: Count
 
 
-@dataclass(frozen=True)
-class ServingConfig:
-    online_store: str
+class ServingConfig(Section):
+    online_store: Literal["sqlite", "redis"]
     redis: str
     host: str
-    port: int
+    port: Annotated[int, _check(lambda port: 1 <= port <= 65535, "is not a TCP port (1..65535)")]
     max_n: int
     workers: int
     explorer: ExplorerConfig
     docs: bool = False
-    max_header_bytes: int = 65536
+    max_header_bytes: Annotated[
+        int,
+        _check(lambda n: n >= 1024, "is below 1024, too small for an ordinary request's headers"),
+    ] = 65536
 
 
-@dataclass(frozen=True)
-class Config:
-    seed: int
+# --- The whole configuration -------------------------------------------------------------------
+
+
+class Config(Section):
+    """config.yaml as read: one attribute per top-level key; `raw` is the mapping itself."""
+
+    seed: int  # every model's seed (coordinating.seed and two_tower.seed are this)
     paths: Paths
     mlflow: MlflowSettings
     data: DataSection
@@ -333,8 +402,8 @@ class Config:
     synthetic: SyntheticConfig
     objectives: list[Objective]
     candidates: CandidatesConfig
-    coordinating: CoordinatingConfig
-    two_tower: TwoTowerConfig
+    coordinating: Annotated[CoordinatingParams, _parameters(CoordinatingParams)]
+    two_tower: Annotated[TwoTowerParams, _parameters(TwoTowerParams)]
     training: TrainingConfig
     merge: MergeConfig
     weights: WeightsConfig
@@ -342,7 +411,55 @@ class Config:
     experiment: ExperimentConfig
     promotion: PromotionConfig
     serving: ServingConfig
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, raw: Any) -> Any:
+        """YAML's types made the configuration's (an unquoted 2000-01-01 is a date and `1:` an
+        int key: both are read as text), and the top-level seed given to the models' blocks."""
+        if not isinstance(raw, Mapping):
+            return raw
+        raw = _plain(raw)
+        for section in ("coordinating", "two_tower"):
+            block = raw.get(section)
+            if isinstance(block, dict):
+                if "seed" in block:
+                    raise ConfigError(f"{section}.seed: unknown key (the top-level seed seeds it)")
+                raw[section] = {**block, "seed": raw.get("seed")}
+        return raw
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        """What no single block can check: names that must refer to each other."""
+        if self.data.dataset not in self.datasets:
+            raise ConfigError(
+                f"data.dataset: {self.data.dataset!r} is not one of {sorted(self.datasets)}"
+            )
+        for name in self.datasets:
+            _check_gate(self.gate_of(name), name)
+        names = self.objective_names()
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objectives: names repeat: {names}")
+        for key, listed in (
+            ("merge.manual_weights", list(self.merge.manual_weights)),
+            ("training.two_tower_skip", self.training.two_tower_skip),
+            ("weights.select_on", self.weights.select_on),
+            ("weights.learn_from", self.weights.learn_from),
+            ("weights.popularity_of", [self.weights.popularity_of]),
+        ):
+            unknown = set(listed) - set(names)
+            if unknown:
+                raise ConfigError(f"{key}: {sorted(unknown)} are not objectives {names}")
+        clash = sorted(set(self.weights.evidence) & set(names))
+        if clash:
+            raise ConfigError(f"objectives: {clash} are names of weights.evidence; rename them")
+        return self
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The mapping the configuration was read from (the digests and the remembered copy)."""
+        return self._raw
 
     @property
     def dataset(self) -> DatasetConfig:
@@ -352,7 +469,12 @@ class Config:
     @property
     def gate_settings(self) -> GateSettings:
         """The input gate's defaults with the active data set's `gate` overrides applied."""
-        return _build(GateSettings, {**dataclasses.asdict(self.gate), **self.dataset.gate}, "gate")
+        return self.gate_of(self.data.dataset)
+
+    def gate_of(self, dataset: str) -> GateSettings:
+        """The input gate's defaults with data set `dataset`'s `gate` overrides applied."""
+        overrides = self.datasets[dataset].gate
+        return _validated(GateSettings, {**self.gate.model_dump(), **overrides}, "gate")
 
     @property
     def workspace(self) -> Path:
@@ -394,95 +516,14 @@ def relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
-    config = _build(Config, dict(raw), "")
-    if config.data.dataset not in config.datasets:
-        raise ConfigError(
-            f"data.dataset: {config.data.dataset!r} is not one of {sorted(config.datasets)}"
-        )
-    for name, dataset in config.datasets.items():
-        for column, kind in dataset.video_attributes.items():
-            if kind not in ("single", "multi"):
-                raise ConfigError(
-                    f"datasets.{name}.video_attributes.{column}: {kind!r} is not single or multi"
-                )
-    for name in config.datasets:
-        _check_gate(dataclasses.replace(config, data=DataSection(name, "")).gate_settings, name)
-    names = config.objective_names()
-    if len(set(names)) != len(names):
-        raise ConfigError(f"objectives: names repeat: {names}")
-    unknown = set(config.merge.manual_weights) - set(names)
-    if unknown:
-        raise ConfigError(f"merge.manual_weights: {sorted(unknown)} are not objectives {names}")
-    for key, listed in (
-        ("training.two_tower_skip", config.training.two_tower_skip),
-        ("weights.select_on", config.weights.select_on),
-        ("weights.learn_from", config.weights.learn_from),
-        ("weights.popularity_of", [config.weights.popularity_of]),
-    ):
-        unknown = set(listed) - set(names)
-        if unknown:
-            raise ConfigError(f"{key}: {sorted(unknown)} are not objectives {names}")
-    unknown = sorted(set(config.weights.evidence) - set(EVIDENCE))
-    if unknown:
-        raise ConfigError(f"weights.evidence: {unknown} are not of {list(EVIDENCE)}")
-    clash = sorted(set(config.weights.evidence) & set(names))
-    if clash:
-        raise ConfigError(f"objectives: {clash} are names of weights.evidence; rename them")
-    weightings = ("auto", "transitions", "equal", "retention")
-    if config.merge.weights not in weightings:
-        raise ConfigError(f"merge.weights: {config.merge.weights!r} is not one of {weightings}")
-    candidates = config.candidates
-    if not 0 < candidates.fill_threshold <= candidates.threshold:
-        raise ConfigError(
-            f"candidates.fill_threshold: {candidates.fill_threshold} must lie in (0, "
-            f"candidates.threshold = {candidates.threshold}]"
-        )
-    if not 0 <= candidates.min_per_source <= candidates.max_per_source:
-        raise ConfigError(
-            f"candidates.min_per_source: {candidates.min_per_source} must lie in [0, "
-            f"candidates.max_per_source = {candidates.max_per_source}] (0: no filling)"
-        )
-    if candidates.fill_pool < 1:
-        raise ConfigError(f"candidates.fill_pool: {candidates.fill_pool} must be at least 1")
-    if not 0 < config.weights.validation_share < 1:
-        raise ConfigError(
-            f"weights.validation_share: {config.weights.validation_share} must lie in (0, 1)"
-        )
-    if config.training.workers < 0:
-        raise ConfigError(
-            f"training.workers: {config.training.workers} must be at least 0 (0: one per core)"
-        )
-    if config.training.als_engine not in ("implicit", "spark"):
-        raise ConfigError(
-            f"training.als_engine: {config.training.als_engine!r} is not implicit or spark"
-        )
-    if not (config.promotion.tolerance >= 0 and config.promotion.absolute_tolerance >= 0):
-        raise ConfigError(
-            "promotion.tolerance and promotion.absolute_tolerance: must be at least 0 "
-            f"(got {config.promotion.tolerance} and {config.promotion.absolute_tolerance})"
-        )
-    max_churn = config.promotion.max_churn
-    if max_churn is not None and (
-        isinstance(max_churn, bool)
-        or not isinstance(max_churn, int | float)
-        or not 0 <= max_churn <= 1
-    ):
-        raise ConfigError(f"promotion.max_churn: {max_churn!r} is not null or a number in 0..1")
-    for key, value in dataclasses.asdict(config.serving.explorer).items():
-        if key != "mlflow_ui" and value < 1:
-            raise ConfigError(f"serving.explorer.{key}: {value} must be at least 1")
-    if not 1 <= config.serving.port <= 65535:
-        raise ConfigError(f"serving.port: {config.serving.port} is not a TCP port (1..65535)")
-    if config.serving.max_header_bytes < 1024:
-        raise ConfigError(
-            f"serving.max_header_bytes: {config.serving.max_header_bytes} is below 1024, too "
-            "small for an ordinary request's headers"
-        )
-    config.synthetic.preset  # noqa: B018  (validates synthetic.size)
+    """The configuration a complete mapping (the defaults with any layers merged) describes;
+    a ConfigError names the first key that is wrong."""
+    config = _validated(Config, raw)
+    config._raw = copy.deepcopy(dict(raw))
     from pipelines.interactions import check_dataset_keys, with_mode  # imports this module
 
     check_dataset_keys(config)
-    return with_mode(dataclasses.replace(config, raw=copy.deepcopy(dict(raw))))
+    return with_mode(config)
 
 
 def _check_gate(settings: GateSettings, dataset: str) -> None:
@@ -517,6 +558,7 @@ def parse_override(override: str) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `update` laid over it, mapping by mapping; neither is changed."""
     merged = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -540,56 +582,73 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "raw"}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise ConfigError(f"{_join(where, sorted(unknown)[0])}: unknown key")
-    values = {}
-    for name, spec in fields.items():
-        key = _join(where, name)
-        if name not in raw:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: missing")
-            continue
-        values[name] = _coerce(hints[name], raw[name], key)
-    return cls(**values)
+def _plain(value: Any) -> Any:
+    """YAML's dates as ISO text and its mapping keys as text, all the way down."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(value_type, v, _join(key, str(k))) for k, v in value.items()}
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is str and isinstance(value, str):
-        return value
-    if hint is str and isinstance(value, datetime.date):
-        return value.isoformat()  # YAML reads an unquoted 2000-01-01 as a date
-    if hint is bool and isinstance(value, bool):
-        return value
-    raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+_SectionT = typing.TypeVar("_SectionT", bound=BaseModel)
 
 
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
+def _validated(model: type[_SectionT], raw: Any, where: str = "") -> _SectionT:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise _config_error(error, where) from None
+
+
+# pydantic's error types, in the words the configuration's errors have always used.
+_EXPECTED = {
+    "int_type": "int",
+    "float_type": "float",
+    "string_type": "str",
+    "bool_type": "bool",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be above"),
+    "less_than_equal": ("le", "must be at most"),
+    "less_than": ("lt", "must be below"),
+}
+
+
+def _config_error(error: ValidationError, where: str = "") -> ConfigError:
+    """The first of pydantic's errors as a ConfigError: the dotted key, then what is wrong."""
+    first = error.errors(include_url=False)[0]
+    kind, value, context = first["type"], first.get("input"), first.get("ctx") or {}
+    if isinstance(context.get("error"), ConfigError):  # a validator's own, key named
+        return context["error"]
+    key = _dotted(where, first["loc"]) or "config"
+    describe: dict[str, Callable[[], str]] = {
+        "extra_forbidden": lambda: "unknown key",
+        "missing": lambda: "missing",
+        "literal_error": lambda: f"{value!r} is not {context.get('expected')}",
+        "value_error": lambda: f"{value!r} {context.get('error')}",
+    }
+    if kind in _EXPECTED:
+        text = f"expected {_EXPECTED[kind]}, got {value!r}"
+    elif kind in _BOUNDS:
+        bound, words = _BOUNDS[kind]
+        text = f"{value!r} {words} {context.get(bound)}"
+    elif kind in describe:
+        text = describe[kind]()
+    else:
+        text = f"{first['msg']}, got {value!r}"
+    return ConfigError(f"{key}: {text}")
+
+
+def _dotted(where: str, loc: Iterable[int | str]) -> str:
+    key = where
+    for part in loc:
+        key = f"{key}[{part}]" if isinstance(part, int) else f"{key}.{part}" if key else str(part)
+    return key

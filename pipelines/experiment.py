@@ -1,10 +1,11 @@
 """The experiment step: the offline evaluation's related lists replayed as a simulated live
 experiment in the synthetic world (the paper's Table 1), reported in Markdown, HTML and a plot.
 
-Every method is shown to the same users in the same sessions (pipelines/data/replay.py), with
+Every method is shown to the same users in the same sessions (simulator/replay.py), with
 `experiment.replicates` seeds shared by all methods, plus `experiment.aa_replicates` other seeds
 for the baseline (the A/A row). Only the synthetic data set has a world to simulate; its world is
-rebuilt from the configuration and must be the one the workspace's data came from.
+rebuilt from the configuration and must be the one the workspace's data came from. The
+simulation is simulator/experiment.py's; this step reads its inputs, tracks and reports.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
-from models.experiment import LOWER_IS_BETTER, METRICS, arm_metrics, excludes_zero, summarize
+from models.experiment import LOWER_IS_BETTER, METRICS, excludes_zero, summarize
 from pipelines import tracking, workspace
 from pipelines.config import Config, ConfigError
 from pipelines.data.io import DataFileError, publish_folder, read_table
-from pipelines.data.replay import logged_session_rate, run_arm, slate_matrix
-from pipelines.data.synthetic import World, build_world
+from simulator import experiment as simulation
+from simulator.experiment import AA_ARM
+from simulator.replay import slate_matrix
+from simulator.synthetic import World
 
 log = logging.getLogger(__name__)
-AA_ARM = "baseline (A/A)"
 AA_KEY = "aa"  # the A/A arm in MLflow metric names, which allow no brackets
 LIST_COLUMNS = ("video_id", "rank", "related_video_id")
 HEADERS = {
@@ -87,17 +88,10 @@ def rebuild_world(config: Config) -> World:
         raise ConfigError(
             f"data.dataset: only the synthetic world can be simulated, not {config.data.dataset!r}"
         )
-    size = config.synthetic.preset
-    world = build_world(config.synthetic, size, np.random.default_rng(config.seed))
+    world = simulation.rebuild_world(config.synthetic, config.seed)
     workspace.validated_manifest(config)
     videos = read_table(workspace.validated_dir(config) / "videos.parquet")
-    expected = world.catalog.videos[["video_id", "duration_s"]]
-    found = videos[["video_id", "duration_s"]].sort_values("video_id", ignore_index=True)
-    same = len(found) == len(expected) and (
-        (found["video_id"].to_numpy() == expected["video_id"].to_numpy()).all()
-        and np.allclose(found["duration_s"].to_numpy(float), expected["duration_s"].to_numpy())
-    )
-    if not same:
+    if not simulation.same_videos(world, videos):
         raise DataFileError(
             f"{workspace.validated_dir(config)}: the workspace's data was not generated with this "
             f"configuration (seed {config.seed}, synthetic.size {config.synthetic.size}): its "
@@ -111,12 +105,12 @@ def session_rate(config: Config, world: World) -> float:
     """The log's sessions per activity-day, from the truth the generator wrote beside it."""
     path = workspace.raw_dir(config) / "truth" / "users.parquet"
     truth = read_table(path)
-    if not np.allclose(truth["activity"].to_numpy(float), world.activity):
+    if not simulation.same_users(world, truth):
         raise DataFileError(
             f"{path}: the workspace's data was not generated with this configuration "
             f"(seed {config.seed}, synthetic.size {config.synthetic.size}): its users differ"
         )
-    return logged_session_rate(truth, world.size.days)
+    return simulation.session_rate(world, truth)
 
 
 def check_settings(config: Config, methods: list[str]) -> None:
@@ -153,11 +147,9 @@ def run_experiment(config: Config, progress: bool = True) -> Experiment:
         slates = {method: slate_matrix(lists[method], video_ids, slate_size) for method in methods}
     except ValueError as error:
         raise DataFileError(f"{workspace.evaluation_dir(config) / 'lists'}: {error}") from error
-    arms = [
-        (method, replicate, (config.seed, replicate))
-        for method in methods
-        for replicate in range(settings.replicates)
-    ] + [(AA_ARM, i, (config.seed, settings.replicates + i)) for i in range(settings.aa_replicates)]
+    arms = simulation.experiment_arms(
+        methods, settings.replicates, settings.aa_replicates, config.seed
+    )
     params = {
         "dataset": config.data.dataset,
         "size": config.synthetic.size,
@@ -175,25 +167,9 @@ def run_experiment(config: Config, progress: bool = True) -> Experiment:
     tags = {"evaluation_run_id": str(evaluation.get("run_id", ""))}  # the lists' evaluation
     with tracking.step_run("experiment", params, tags):
         started = time.perf_counter()
-        rows = []
-        bar = tqdm(arms, desc="experiment", unit="arm", disable=not progress)
-        for arm, replicate, seed in bar:
-            bar.set_postfix_str(f"{arm} #{replicate}")
-            began = time.perf_counter()
-            method = settings.baseline if arm == AA_ARM else arm
-            outcome = run_arm(world, slates[method], settings.days, rate, seed)
-            metrics = arm_metrics(outcome.impressions, outcome.retained)
-            rows.append(
-                {
-                    "arm": arm,
-                    "replicate": replicate,
-                    "seed": str(list(seed)),
-                    **metrics,
-                    "impressions": int((outcome.impressions["step"] >= 1).sum()),
-                    "seconds": time.perf_counter() - began,
-                }
-            )
-        replicates = pd.DataFrame(rows)
+        replicates = simulation.run_arms(
+            world, slates, arms, settings.baseline, settings.days, rate, progress
+        )
         summary = summarize(replicates, settings.baseline, settings.confidence)
         arm_order = [*methods, AA_ARM] if settings.aa_replicates else methods
         table = report_cells(summary, arm_order, settings.baseline)

@@ -4,7 +4,6 @@ them) for the `synthetic` data set, written atomically into the workspace.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import mlflow
 from pipelines import tracking, workspace
 from pipelines.config import Config, ConfigError
 from pipelines.data.io import publish_folder
-from pipelines.data.synthetic import generate, write_synthetic
+from simulator.synthetic import generate, write_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ def run_generate(config: Config, progress: bool = True) -> dict[str, Path]:
     if config.data.dataset != "synthetic":
         raise ConfigError(f"data.dataset: generate makes 'synthetic', not {config.data.dataset!r}")
     size = config.synthetic.preset
-    params = {"size": config.synthetic.size, "seed": config.seed, **dataclasses.asdict(size)}
+    params = {"size": config.synthetic.size, "seed": config.seed, **size.model_dump()}
     with tracking.step_run("generate", params):
         started = time.perf_counter()
         data = generate(config.synthetic, config.seed, size, progress=progress)

@@ -36,7 +36,7 @@ def with_mode(config: Config) -> Config:
     if not config.dataset.interaction_only:
         return config
     coordinating = dataclasses.replace(config.coordinating, threshold=NO_ROUTING)
-    return dataclasses.replace(config, coordinating=coordinating)
+    return config.model_copy(update={"coordinating": coordinating})
 
 
 def with_clicks(events: pd.DataFrame, config: Config) -> pd.DataFrame:

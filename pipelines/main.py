@@ -43,8 +43,8 @@ from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
 MARKER = ".step.json"
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: pipelines/, models/, feature_repo/
-PACKAGES = ("pipelines", "models", "feature_repo")
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, holding the PACKAGES
+PACKAGES = ("pipelines", "models", "simulator", "feature_repo")
 TRAINING_KEYS = ("seed", "objectives", "coordinating", "two_tower", "training")
 
 

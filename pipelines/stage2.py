@@ -21,19 +21,18 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from models.als import AlsParams, auc_on_holdout, fit_als
+from models.als import auc_on_holdout, fit_als
 from models.candidates import pair_similarity
 from models.coordinating import (
     CoordinatingInputs,
-    CoordinatingParams,
     combine_folds,
     objective_labels,
     oof_auc,
     route,
     routing_report,
 )
-from models.two_tower import TwoTowerParams
-from pipelines import feature_store, fit_jobs, parallel, registry, tracking, truth_checks, workspace
+from models.objectives import matrix_values
+from pipelines import feature_store, fit_jobs, hooks, parallel, registry, tracking, workspace
 from pipelines.config import Config, Objective
 from pipelines.stage1 import profiles_from_store
 from pipelines.stage3 import ALL_PRIORS_FILE, HELDOUT_FILE, PRIORS_FILE
@@ -41,14 +40,6 @@ from pipelines.stage3 import ALL_PRIORS_FILE, HELDOUT_FILE, PRIORS_FILE
 log = logging.getLogger(__name__)
 
 CONTEXT = ("has_source", "source_similarity", "hour_sin", "hour_cos", "log_duration")
-# How each objective's user-video matrix cell is built from its routed positive events.
-VALUES = {
-    "clicks": lambda events: events["clicked"].astype(float),
-    "log1p_play_time": lambda events: np.log1p(events["play_time_s"].astype(float)),
-    "likes": lambda events: events["liked"].astype(float),
-    "shares": lambda events: events["shared"].astype(float),
-    "dislikes": lambda events: events["disliked"].astype(float),
-}
 
 
 @dataclass
@@ -105,14 +96,14 @@ def fit_stage2(
     frame = feature_store.historical_features(repo, events, "coordinating_network")
     frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
     log.info("training set: %s events with their features", f"{len(frame):,}")
-    truth = truth_checks.load_truth(workspace.raw_dir(config))
+    checks = hooks.training_checks(config, frame)  # the synthetic data set's truth checks
     workers = parallel.worker_count(config.training.workers)
     if len(events) < config.training.parallel_min_events:
         workers = 1
     with parallel.JobPool(workers) as pool:
         if use_routing:
             routed, routing, cn_version = _train_coordinating(
-                config, frame, vocabulary.n_columns, folder, tags, truth, pool
+                config, frame, vocabulary.n_columns, folder, tags, checks, pool
             )
             trained = Trained(folder, routing, {"coordinating-network": cn_version} if tags else {})
             trained.seconds["coordinating-network"] = time.perf_counter() - started
@@ -127,7 +118,7 @@ def fit_stage2(
         # so the merge can calibrate and weigh the objectives on it (write_heldout).
         held_out = rng.random(len(frame)) < config.training.holdout_share
         write_heldout(config, frame, held_out, folder)
-        check = _truth_check(truth, frame, config.seed)
+        check = checks.item_vectors if checks is not None else _no_checks
         chosen = {}
         for objective in config.objectives:
             rows = routed[f"routed_{objective.name}"].to_numpy()
@@ -227,20 +218,12 @@ def _train_coordinating(
     n_columns: int,
     folder: Path,
     tags: dict[str, str] | None,
-    truth,
+    checks: hooks.TrainingChecks | None,
     pool: parallel.JobPool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    settings, dataset = config.coordinating, config.dataset
+    settings = params = config.coordinating
+    dataset = config.dataset
     objectives = [(objective.name, objective.label) for objective in config.objectives]
-    params = CoordinatingParams(
-        hidden_units=tuple(settings.hidden_units),
-        folds=settings.folds,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        threshold=settings.threshold,
-        seed=config.seed,
-    )
     inputs = CoordinatingInputs(
         user_categorical=tuple(dataset.user_categorical),
         user_numeric=tuple(dataset.user_numeric),
@@ -276,11 +259,9 @@ def _train_coordinating(
         for name, row in report.iterrows():
             metrics[f"routed_share_{name}"] = float(row.routed_share)
             metrics[f"positives_{name}"] = int(row.positives)
-        if truth is not None and "p_click" in predictions:
-            checks = truth_checks.routing_of_accidental_clicks(
-                truth["events"], frame, predictions["p_click"].to_numpy(), settings.threshold
-            )
-            metrics.update({f"truth_{name}": value for name, value in checks.items()})
+        if checks is not None and "p_click" in predictions:
+            p_click = predictions["p_click"].to_numpy()
+            metrics.update(checks.routing(frame, p_click, settings.threshold))
         mlflow.log_metrics(metrics)
         if tags is not None:
             _log_curve(results[-1])
@@ -312,13 +293,13 @@ def _train_als(
     check,
 ) -> str:
     engine = config.training.als_engine
-    params = AlsParams(**dataclasses.asdict(objective.als))
+    params = objective.als
     name = f"als-{objective.name}"
     interactions = pd.DataFrame(
         {
             "user_id": positives["user_id"].to_numpy(),
             "video_id": positives["video_id"].to_numpy(),
-            "value": VALUES[objective.value](positives).to_numpy(),
+            "value": matrix_values(positives, objective.value).to_numpy(),
         }
     )
     with tracking.step_run(name, {**dataclasses.asdict(params), "engine": engine}):
@@ -337,7 +318,7 @@ def _train_als(
         )
         mlflow.log_metrics(
             {
-                "auc_holdout": auc,
+                "auc_holdout_pooled": auc,
                 "fit_seconds": model.fit_seconds,
                 "positives": len(train),
                 "holdout_positives": len(held),
@@ -353,14 +334,6 @@ def _train_als(
         return _register_vectors(name, model.item_vectors, folder, tags, objective, engine)
 
 
-def _two_tower_params(config: Config) -> TwoTowerParams:
-    settings = config.two_tower
-    return TwoTowerParams(
-        **{**dataclasses.asdict(settings), "tower_units": tuple(settings.tower_units)},
-        seed=config.seed,
-    )
-
-
 def _two_tower_job(
     config: Config,
     objective: Objective,
@@ -371,7 +344,7 @@ def _two_tower_job(
 ) -> tuple:
     """`fit_jobs.two_tower` and its arguments: the model is saved in `folder` under its name."""
     name = f"two-tower-{objective.name}"
-    params = _two_tower_params(config)
+    params = config.two_tower
     return fit_jobs.two_tower, (
         name,
         positives,
@@ -392,13 +365,13 @@ def _log_two_tower(
     tags: dict[str, str] | None,
     check,
 ) -> str:
-    """A finished two-tower fit as its nested run: settings, AUC, curve, truth checks; the item
+    """A finished two-tower fit as its nested run: settings, AUC, curve, hook checks; the item
     vectors written and registered."""
     name = f"two-tower-{objective.name}"
-    with tracking.step_run(name, dataclasses.asdict(_two_tower_params(config))):
+    with tracking.step_run(name, dataclasses.asdict(config.two_tower)):
         mlflow.log_metrics(
             {
-                "auc_holdout": fit.auc,
+                "auc_holdout_pooled": fit.auc,
                 "epochs_run": fit.epochs_run,
                 "positives": positives,
                 "fit_seconds": fit.seconds,
@@ -409,19 +382,9 @@ def _log_two_tower(
         return _register_vectors(name, fit.vectors, folder, tags, objective, "keras")
 
 
-def _truth_check(truth, frame: pd.DataFrame, seed: int):
-    """On synthetic data, a function from item vectors to truth metrics; else one giving none."""
-    if truth is None:
-        return lambda vectors: {}
-    events_per_video = frame.groupby("video_id").size().to_dict()
-
-    def check(vectors) -> dict[str, float]:
-        found = truth_checks.series_neighbours(
-            vectors, truth["videos"], events_per_video, seed=seed
-        )
-        return {f"truth_{name}": value for name, value in found.items()}
-
-    return check
+def _no_checks(vectors) -> dict[str, float]:
+    """The item-vector check of a data set without training checks: no metrics."""
+    return {}
 
 
 def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, engine: str) -> str:

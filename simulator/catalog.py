@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import SyntheticConfig, SyntheticSize
-from pipelines.data.behaviour import DAY_S, VideoTraits, draw_categories, genre_names
+from simulator.behaviour import DAY_S, VideoTraits, draw_categories, genre_names
 
 
 @dataclass

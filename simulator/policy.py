@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.config import SyntheticConfig
-from pipelines.data.catalog import Catalog
+from simulator.catalog import Catalog
 
 POLICY_SLOTS = ("series", "genre", "blockbuster", "random")
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.data.behaviour import close_day, new_user_state, walk_sessions
-from pipelines.data.policy import LoggingPolicy
-from pipelines.data.synthetic import World
+from simulator.behaviour import close_day, new_user_state, walk_sessions
+from simulator.policy import LoggingPolicy
+from simulator.synthetic import World
 
 
 class ListPolicy:

@@ -19,7 +19,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.config import SyntheticConfig, SyntheticSize
-from pipelines.data.behaviour import (
+from pipelines.data.io import write_table
+from simulator.behaviour import (
     DAY_S,
     BehaviourModel,
     close_day,
@@ -27,9 +28,8 @@ from pipelines.data.behaviour import (
     new_user_state,
     walk_sessions,
 )
-from pipelines.data.catalog import Catalog, make_catalog
-from pipelines.data.io import write_table
-from pipelines.data.policy import LoggingPolicy
+from simulator.catalog import Catalog, make_catalog
+from simulator.policy import LoggingPolicy
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """What the synthetic world's planted truth says about a trained stage 2: does the coordinating
 network drop accidental clicks, do the item vectors put a video (a cold one too) near its series.
 
-Only synthetic data has a truth (raw/truth/); on other data sets these checks are skipped.
+Only synthetic data has a truth (raw/truth/). Training runs these checks only through its hook
+(pipelines/hooks.py), which asks `TruthChecks.load` for them on the synthetic data set alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,36 @@ NEIGHBOURS = 10
 # Series videos whose neighbours are looked up (a seeded sample; every silent one besides):
 # with all of them as queries this check was a third of the train step at 20,000 videos.
 QUERIES = 2000
+
+
+class TruthChecks:
+    """The truth checks on one training set, as stage 2's training hook calls them; every metric
+    is named `truth_<name>`."""
+
+    def __init__(self, truth: Mapping[str, pd.DataFrame], events: pd.DataFrame, seed: int):
+        self.truth = truth
+        self.seed = seed
+        self.events_per_video = events.groupby("video_id").size().to_dict()
+
+    @classmethod
+    def load(cls, raw_dir: Path, events: pd.DataFrame, seed: int) -> TruthChecks | None:
+        """The checks on the training set `events`, or None without a truth in `raw_dir`."""
+        truth = load_truth(raw_dir)
+        return None if truth is None else cls(truth, events, seed)
+
+    def routing(
+        self, events: pd.DataFrame, p_click: np.ndarray, threshold: float
+    ) -> dict[str, float]:
+        """The network's routing of accidental clicks (routing_of_accidental_clicks)."""
+        found = routing_of_accidental_clicks(self.truth["events"], events, p_click, threshold)
+        return {f"truth_{name}": value for name, value in found.items()}
+
+    def item_vectors(self, vectors: ItemVectors) -> dict[str, float]:
+        """Series videos near their series mates in `vectors` (series_neighbours)."""
+        found = series_neighbours(
+            vectors, self.truth["videos"], self.events_per_video, seed=self.seed
+        )
+        return {f"truth_{name}": value for name, value in found.items()}
 
 
 def load_truth(raw_dir: Path) -> dict[str, pd.DataFrame] | None:

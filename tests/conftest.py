@@ -39,13 +39,46 @@ HEAVY_FIXTURES = frozenset(
         "applied_repo",
         "trained",
         "kuairand_dir",
+        "toy_config",  # tests/pipelines/test_experiment.py: generate and validate
+        "toy_oof",  # tests/models/test_coordinating.py: networks trained out of fold
+        "small_oof",
+        "repo",  # tests/pipelines/test_feature_store.py: `feast apply`
     }
 )
+
+# Tests that need none of those fixtures but take several seconds each on 2 cores (measured with
+# --durations): by module file name, the test functions ("*": every test in the module). Each
+# runs the input gate with its data docs, trains a network, starts worker processes or runs a
+# command in a fresh Python. `make test` runs them; `make test-quick` skips them.
+SLOW_TESTS = {
+    # every test runs the input gate (Great Expectations and its data docs) on the toy world
+    "test_validate.py": {"*"},
+    "test_bring_your_own_data.py": {"*"},
+    "test_cli.py": {"test_a_failed_gate_exits_3_and_says_what_failed"},
+    "test_secrets.py": {"test_a_planted_password_is_in_no_log_pointer_or_artifact"},
+    "test_feature_store.py": {"test_a_broken_definition_names_feast_s_complaint"},
+    "test_coordinating.py": {"test_save_and_load_give_the_same_predictions"},
+    "test_two_tower.py": {
+        "test_same_seed_same_vectors",
+        "test_bare_keras_fit_on_the_building_blocks",
+    },
+    # worker processes, each importing TensorFlow
+    "test_parallel.py": {
+        "test_results_and_callbacks_come_in_job_order",
+        "test_a_failed_job_raises_its_error_in_the_caller",
+        "test_a_failure_stops_the_fits_still_running",
+    },
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        slow = SLOW_TESTS.get(item.path.name, ())
+        if (
+            HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or "*" in slow
+            or getattr(item, "originalname", item.name) in slow
+        ):
             item.add_marker(pytest.mark.slow)
 
 
@@ -59,7 +92,7 @@ def config():
 @pytest.fixture(scope="session")
 def toy_world(config):
     """The synthetic world at the `toy` size (about a second to make), made once."""
-    from pipelines.data.synthetic import generate
+    from simulator.synthetic import generate
 
     return generate(config.synthetic, config.seed, config.synthetic.sizes["toy"])
 
@@ -115,9 +148,9 @@ def toy_pipeline(tmp_path_factory, toy_world, mlflow_store):
     from pipelines import workspace
     from pipelines.candidates import run_candidates
     from pipelines.config import load_config
-    from pipelines.data.synthetic import write_synthetic
     from pipelines.features import run_features
     from pipelines.validate import run_validate
+    from simulator.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("toy_pipeline")
     config = load_config(overrides=[f"paths.workspace={root}", "synthetic.size=toy"])

@@ -73,7 +73,7 @@ def toy_oof(toy):
 @pytest.fixture(scope="module")
 def small_oof(config):
     """The `small` world (40k events): the toy has too few accidental clicks and rare positives."""
-    from pipelines.data.synthetic import generate
+    from simulator.synthetic import generate
 
     world = generate(config.synthetic, config.seed, config.synthetic.sizes["small"])
     events, spec = cn_events(world)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import typing
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, load_config, parse_override
+from pipelines.config import (
+    ConfigError,
+    ObjectiveLabel,
+    ObjectiveValue,
+    load_config,
+    parse_override,
+)
 
 
 def test_defaults_hold_the_spec_values(config):
@@ -20,7 +28,10 @@ def test_defaults_hold_the_spec_values(config):
     assert config.candidates.threshold == 0.65
     assert config.coordinating.threshold == 0.6
     assert config.merge.top_n == 20
-    assert config.two_tower.tower_units == [256, 128] and config.two_tower.batch_size == 512
+    # The models' own parameter classes, seeded by `seed`; YAML's lists read as their tuples.
+    assert config.two_tower.tower_units == (256, 128) and config.two_tower.batch_size == 512
+    assert config.coordinating.hidden_units == (64, 32)
+    assert config.two_tower.seed == config.coordinating.seed == config.seed
     assert config.seed == 99 and config.two_tower.max_epochs == 100
     assert config.dataset.source_window == "30min"
     assert config.datasets["kuairand"].source_window == "calendar_day"
@@ -56,6 +67,20 @@ def test_parse_override_reads_yaml_values():
     [
         ("merge.top_nn=3", "merge.top_nn: unknown key"),
         ("merge.top_n=many", "merge.top_n: expected int"),
+        ("merge.top_n=2.5", r"merge.top_n: expected int, got 2.5"),
+        ("merge.weights=best", "merge.weights: 'best' is not 'auto', 'transitions'"),
+        ("training.als_engine=mllib", "training.als_engine: 'mllib' is not 'implicit' or"),
+        ("serving.online_store=memcached", "serving.online_store: 'memcached' is not"),
+        ("two_tower.optimizer=adagrad", "two_tower.optimizer: 'adagrad' is not 'sgd' or 'adam'"),
+        ("two_tower.tower_units=[64, x]", r"two_tower.tower_units\[1\]: expected int, got 'x'"),
+        ("two_tower.seed=3", "two_tower.seed: unknown key"),
+        ("coordinating.folds=", "coordinating.folds: expected int, got ''"),
+        ("objectives=[{name: click}]", r"objectives\[0\].group: missing"),
+        ("candidates.fill_pool=0", "candidates.fill_pool: 0 must be at least 1"),
+        ("weights.validation_share=1", "weights.validation_share: 1 must be below 1"),
+        ("training.workers=-1", r"training.workers: -1 must be at least 0 \(0: one per core\)"),
+        ("gate.examples=true", "gate.examples: expected int, got True"),
+        ("synthetic.catalog=[]", "synthetic.catalog: expected a mapping, got \\[\\]"),
         ("data.dataset=nowhere", "data.dataset: 'nowhere' is not one of"),
         ("synthetic.size=huge", "synthetic.size: 'huge' is not one of"),
         ("merge.manual_weights.watch=2.0", "merge.manual_weights"),
@@ -67,6 +92,23 @@ def test_parse_override_reads_yaml_values():
 def test_bad_values_are_named(override, named):
     with pytest.raises(ConfigError, match=named):
         load_config(overrides=[override])
+
+
+def test_yaml_values_strict_types_still_accept(tmp_path):
+    config = load_config(
+        overrides=["coordinating.learning_rate=1", "synthetic.start_date=2026-02-01"]
+    )
+    assert config.coordinating.learning_rate == 1.0
+    assert isinstance(config.coordinating.learning_rate, float)  # an int where a float is due
+    assert config.synthetic.start_date == "2026-02-01"  # YAML reads an unquoted date
+    assert config.raw["synthetic"]["start_date"] == datetime.date(2026, 2, 1)  # as written
+
+
+def test_the_objectives_literals_are_the_models_names():
+    from models.objectives import LABELS, VALUES
+
+    assert set(typing.get_args(ObjectiveLabel)) == set(LABELS)
+    assert set(typing.get_args(ObjectiveValue)) == set(VALUES)
 
 
 def test_unreadable_file_is_named(tmp_path):

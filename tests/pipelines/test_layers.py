@@ -1,5 +1,6 @@
 """The layers: no step module reaches another step module (directly or through a shared module),
-and the method in models/ imports nothing from pipelines/ and no platform library."""
+the method in models/ imports nothing from pipelines/ or simulator/ and no platform library, and
+pipelines/ and the synthetic world in simulator/ meet only where the rules below say."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ STEPS = (
 )
 STEP_MODULES = {f"pipelines.{name}" for name in STEPS}
 PLATFORM = ("mlflow", "feast", "great_expectations")
+# The only modules of pipelines/ that import simulator/: the generate step, the experiment step,
+# and the training hook (stage 2 runs the synthetic data set's truth checks through it alone).
+REACH_SIMULATOR = {"pipelines.generate", "pipelines.experiment", "pipelines.hooks"}
+# All that simulator/ imports from pipelines/: the configuration (the synthetic world's settings)
+# and the data io (writing the generated tables). Not the steps, the workspace or the tracking.
+SIMULATOR_NEEDS = {"pipelines.config", "pipelines.data.io"}
 
 
 def _step_reached(step: str) -> list[str] | None:
@@ -72,8 +79,9 @@ def test_each_steps_fingerprint_covers_the_shared_code_it_runs():
     from pipelines.config import load_config
 
     runs = {
+        "generate": {"simulator.synthetic", "simulator.behaviour"},  # code outside pipelines/
         "candidates": {"pipelines.stage1"},
-        "train": {"pipelines.stage2"},
+        "train": {"pipelines.stage2", "pipelines.hooks", "simulator.truth_checks"},
         "merge": {"pipelines.stage3", "pipelines.registry"},
         "evaluate": {"pipelines.stage1", "pipelines.stage2", "pipelines.stage3"},
     }
@@ -82,6 +90,62 @@ def test_each_steps_fingerprint_covers_the_shared_code_it_runs():
         step = chain[name]
         closure = main._closure(step.module or f"pipelines.{name}")
         assert {f"pipelines.{name}", "pipelines.workspace", *modules} <= closure, name
+
+
+def _absolute_imports(path) -> list[str]:
+    """The modules a file imports, anywhere in it (a function's imports too): `from a import b`
+    counts as a.b when that is a module of the checkout, else as a."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.append(name if main._path(name) is not None else node.module)
+    return found
+
+
+def _package_imports(package: str, prefix: str) -> dict[str, set[str]]:
+    """Per module of `package`, the modules it imports whose name starts with `prefix`."""
+    found = {}
+    for path in sorted((main.ROOT / package).rglob("*.py")):
+        module = ".".join(path.relative_to(main.ROOT).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        names = {n for n in _absolute_imports(path) if n.split(".")[0] == prefix}
+        if names:
+            found[module] = names
+    return found
+
+
+def test_only_generate_experiment_and_the_training_hook_import_simulator():
+    importers = _package_imports("pipelines", "simulator")
+    assert set(importers) == REACH_SIMULATOR, {
+        "unexpected": sorted(set(importers) - REACH_SIMULATOR),
+        "missing": sorted(REACH_SIMULATOR - set(importers)),
+    }
+
+
+def test_simulator_imports_only_the_config_and_data_io_from_pipelines():
+    found = _package_imports("simulator", "pipelines")
+    extra = {module: names - SIMULATOR_NEEDS for module, names in found.items()}
+    extra = {module: sorted(names) for module, names in extra.items() if names}
+    assert not extra, extra
+    assert found, "the walk found no import of pipelines/ in simulator/ at all"
+
+
+def test_the_simulator_rules_see_function_level_and_from_imports(tmp_path, monkeypatch):
+    root = tmp_path / "src"
+    (root / "pipelines" / "data").mkdir(parents=True)
+    (root / "simulator").mkdir()
+    (root / "pipelines" / "data" / "io.py").write_text("x = 1\n")
+    (root / "pipelines" / "stage2.py").write_text("def f():\n    from simulator import world\n")
+    (root / "simulator" / "world.py").write_text("from pipelines.data import io, other\n")
+    monkeypatch.setattr(main, "ROOT", root)
+    assert _package_imports("pipelines", "simulator") == {"pipelines.stage2": {"simulator.world"}}
+    assert _package_imports("simulator", "pipelines") == {
+        "simulator.world": {"pipelines.data.io", "pipelines.data"}
+    }
 
 
 def test_models_import_no_pipeline_and_no_platform_library():
@@ -97,6 +161,6 @@ def test_models_import_no_pipeline_and_no_platform_library():
             found += [
                 f"{path.relative_to(main.ROOT)}: {name}"
                 for name in names
-                if name.split(".")[0] in ("pipelines", *PLATFORM)
+                if name.split(".")[0] in ("pipelines", "simulator", *PLATFORM)
             ]
     assert not found, found

@@ -4,8 +4,6 @@ interaction-only mode: what each finds on a toy world bent the way a real log is
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import pytest
 
@@ -74,7 +72,7 @@ def test_a_tiny_test_window_is_widened_or_said_too_small(toy_tables, config):
     window = sized_test_window(thin["ts"], config.evaluation, "UTC")
     assert window.widened and window.enough and window.events >= 500
     assert window.events <= config.evaluation.max_test_share * len(thin)
-    strict = dataclasses.replace(config.evaluation, min_test_events=10**6)
+    strict = config.evaluation.model_copy(update={"min_test_events": 10**6})
     window = sized_test_window(thin["ts"], strict, "UTC")
     assert not window.enough and window.days < 12  # a training day always stays
 

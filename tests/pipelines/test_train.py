@@ -47,7 +47,7 @@ def test_each_model_is_a_nested_run_of_the_train_step(toy_trained):
     assert {run.info.run_name for run in children} == set(_model_names(toy_trained.config))
     for run in children:
         if run.info.run_name.startswith(("als-", "two-tower-")):
-            assert "auc_holdout" in run.data.metrics
+            assert "auc_holdout_pooled" in run.data.metrics
     network = next(r for r in children if r.info.run_name == "coordinating-network")
     assert "routed_share_click" in network.data.metrics
     assert network.data.params["folds"] == "2"

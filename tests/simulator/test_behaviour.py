@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data.behaviour import BehaviourModel, UserTraits, VideoTraits, walk_sessions
+from simulator.behaviour import BehaviourModel, UserTraits, VideoTraits, walk_sessions
 
 N = 20_000  # impressions per case: sampling noise far below the effects checked
 

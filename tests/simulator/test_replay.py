@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.data.policy import LoggingPolicy
-from pipelines.data.replay import ListPolicy, logged_session_rate, run_arm, slate_matrix
-from pipelines.data.synthetic import build_world
+from simulator.policy import LoggingPolicy
+from simulator.replay import ListPolicy, logged_session_rate, run_arm, slate_matrix
+from simulator.synthetic import build_world
 
 DAYS = 7
 RATE = 1.0  # sessions per activity-day: more than the log's, for steadier rates on 150 users

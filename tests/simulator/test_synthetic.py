@@ -8,9 +8,9 @@ import pytest
 
 from pipelines.config import SyntheticSize
 from pipelines.data import contract
-from pipelines.data.behaviour import BehaviourModel
 from pipelines.data.io import read_table
-from pipelines.data.synthetic import generate, write_synthetic
+from simulator.behaviour import BehaviourModel
+from simulator.synthetic import generate, write_synthetic
 
 PROFILE = ("video_type", "styles", "actors", "staff", "tags")
 # Enough events per user for rates and retention to be stable, still well under a second.
@@ -59,7 +59,7 @@ def test_same_seed_same_world_other_seed_other_world(config, toy_world):
     assert not other.videos.equals(toy_world.videos)
 
 
-@pytest.mark.parametrize("size", [SyntheticSize(60, 80, 1500, 8), BUSY])
+@pytest.mark.parametrize("size", [SyntheticSize(videos=60, users=80, events=1500, days=8), BUSY])
 def test_sizes_are_met(config, size):
     world = generate(config.synthetic, 5, size)
     assert len(world.videos) == size.videos and len(world.users) == size.users

@@ -1,4 +1,4 @@
-"""Tests of pipelines/truth_checks.py: the series-neighbour check on vectors with a known answer."""
+"""Tests of simulator/truth_checks.py: the series-neighbour check on vectors with a known answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from models.vectors import ItemVectors
-from pipelines.truth_checks import series_neighbours
+from simulator.truth_checks import series_neighbours
 
 
 def _world(n_series: int, size: int, standalone: int, dim: int = 64, noise: float = 0.0):

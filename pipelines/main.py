@@ -59,6 +59,10 @@ class Step:
     keys: tuple[str, ...]
     inputs: Callable[[Config], dict[str, str]] = field(default=lambda config: {})
     module: str = ""  # the step's module (its code digest follows its imports); default by name
+    # The earlier step whose output this one builds on (its fingerprint is part of this one's);
+    # default the step just before. Skipping over a step means depending only on what `inputs`
+    # takes from it.
+    after: str = ""
 
     @property
     def code(self) -> str:
@@ -114,11 +118,16 @@ def steps(config: Config) -> list[Step]:
             workspace.evaluation_dir,
             (*TRAINING_KEYS, "merge", "weights", "evaluation"),
         ),
+        # Train takes from the evaluation only which two-tower models to skip: a change of the
+        # merge or evaluation settings reruns the evaluation, and training only when that
+        # decision changes.
         Step(
             "train",
             lambda c: run_train(c, skip_two_tower=evaluated_two_tower_drops(c)),
             workspace.models_dir,
             TRAINING_KEYS,
+            lambda c: {"two_tower_skipped": ",".join(evaluated_two_tower_drops(c, say=False))},
+            after="candidates",
         ),
         Step("merge", lambda c: run_merge(c), workspace.related_dir, ("merge", "weights")),
     ]
@@ -167,9 +176,12 @@ def run_steps(
     forced = _check_forced(chain, force)
     ran: dict[str, Any] = {}
     reused: list[str] = []
+    fingerprints: dict[str, str] = {}
     upstream = ""
     forcing = False
     for step in chain:
+        if step.after:
+            upstream = fingerprints[step.after]
         fingerprint = registry.digest(
             {
                 "step": step.name,
@@ -190,7 +202,7 @@ def run_steps(
             ran[step.name] = step.run(config)
             _write_marker(folder, step.name, fingerprint)
         faults.checkpoint(f"after:{step.name}")
-        upstream = fingerprint
+        fingerprints[step.name] = upstream = fingerprint
     return ran, reused
 
 

@@ -47,11 +47,11 @@ def run_train(
     return trained
 
 
-def evaluated_two_tower_drops(config: Config) -> list[str]:
+def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     """The objectives whose two-tower side the offline evaluation of this configuration and
     data left out of the fused score (it added less than `weights.two_tower_min_gain` of
     validation AUC in the evaluation's own fit): the production fit need not train them.
-    None without such an evaluation."""
+    None without such an evaluation. `say`: log the decision."""
     try:
         summary = workspace.read_evaluation(config)
     except DataFileError:
@@ -66,7 +66,7 @@ def evaluated_two_tower_drops(config: Config) -> list[str]:
         if isinstance(figures.get("gain"), float)
         and figures["gain"] < config.weights.two_tower_min_gain
     )
-    if dropped:
+    if dropped and say:
         log.info(
             "two-tower models not trained for %s: in the offline evaluation's fit they added "
             "less than weights.two_tower_min_gain (%s) of validation AUC",

@@ -76,3 +76,47 @@ def test_the_real_steps_digest_their_imports():
     assert {"pipelines.merge", "pipelines.stage3", "models.fusion", "models.merge"} <= closure
     assert "pipelines.model_code.related_table" in closure  # registered as a file
     assert main.code_digest("pipelines.merge") != main.code_digest("pipelines.validate")
+
+
+def test_a_step_after_an_earlier_one_depends_only_on_what_it_takes_from_those_between(
+    project, tmp_path
+):
+    """Train builds on the candidates and takes from the evaluation only its two-tower decision
+    (`after`, `inputs`): an evaluation rerun with the same decision does not retrain."""
+    (project / "pipelines" / "third.py").write_text("import os\n")
+    calls: list[str] = []
+    decision = {"skip": "click"}
+    first, second = _chain(tmp_path, calls)
+
+    def third_run(config):
+        (tmp_path / "out" / "third").mkdir(parents=True, exist_ok=True)
+        calls.append("third")
+
+    third = main.Step(
+        "third",
+        third_run,
+        lambda c: tmp_path / "out" / "third",
+        (),
+        lambda c: dict(decision),
+        module="pipelines.third",
+        after="first",
+    )
+    chain = [first, second, third]
+    config = load_config()
+    main.run_steps(config, chain)
+    assert calls == ["first", "second", "third"]
+    (project / "pipelines" / "second.py").write_text("import json, os\n")  # second changes
+    ran, reused = main.run_steps(config, chain)
+    assert list(ran) == ["second"] and reused == ["first", "third"]
+    decision["skip"] = "click,like"  # what third takes from second changes
+    ran, reused = main.run_steps(config, chain)
+    assert list(ran) == ["third"] and reused == ["first", "second"]
+    (project / "models" / "helper.py").write_text("value = 3\n")  # first changes: all rerun
+    ran, _ = main.run_steps(config, chain)
+    assert list(ran) == ["first", "second", "third"]
+
+
+def test_train_builds_on_the_candidates_and_the_evaluations_decision_only():
+    chain = {step.name: step for step in main.steps(load_config())}
+    assert chain["train"].after == "candidates"
+    assert chain["merge"].after == ""  # the models just trained

@@ -275,6 +275,26 @@ def test_a_registry_corrupted_while_serving_turns_health_to_503(repo_copy):
         assert str(repo_copy) not in response.text
 
 
+def test_a_replaced_online_store_is_served_without_a_restart(repo_copy, published):
+    """online_store.db overwritten while serving, as `cp backup.db online_store.db` does: first
+    with a broken file, a 503 with the reason; then with the good one, served again by the same
+    process (the store reopened, no restart)."""
+    database = repo_copy / "data" / "online_store.db"
+    good = database.read_bytes()
+    video_id = served_videos(published["table"])[0]
+    app = create_app(repo_copy, max_n=MAX_N, default_n=TOP_N)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        expected = client.get(f"/related/{video_id}").json()
+        database.write_bytes(b"not a database " * 100)
+        for path in ("/health", f"/related/{video_id}"):
+            response = client.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert str(repo_copy) not in response.text
+        database.write_bytes(good)
+        assert client.get("/health").status_code == 200
+        assert client.get(f"/related/{video_id}").json() == expected
+
+
 def test_a_truncated_pointer_is_a_503_with_the_reason(repo_copy, published):
     pointer = online.related_folder(repo_copy) / online.LIVE_FILE
     pointer.write_text(pointer.read_text()[:25])

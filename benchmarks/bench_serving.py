@@ -399,8 +399,8 @@ def _publishing(args, script: Path, workspace: Path) -> None:
     _print_publishing(args, records, publishes, ok, log_path, begin)
     print(
         f"open handles on {database.name} in the server's processes: {handles[0]} before the "
-        f"load, {handles[1]} after {len(publishes)} publishes (see issue 20: one leaked per "
-        "pointer change per worker)"
+        f"load, {handles[1]} after {len(publishes)} publishes (a leak would add one per pointer "
+        "change per worker: the store a pointer change replaces is closed)"
     )
 
 

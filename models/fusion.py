@@ -61,6 +61,7 @@ class FusionSettings:
     selection_z: float  # standard errors another weighting must win by on validation
     evidence: tuple[str, ...] = ()  # of EVIDENCE: weighed beside the objectives by transitions
     popularity_of: str = "click"  # the objective whose training positives are "popularity"
+    gated_first: bool = False  # pairs that only fill a short list rank after the gated ones
 
 
 @dataclass
@@ -387,7 +388,7 @@ def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, s
     chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
     scores = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
     lists = chosen.assign(score=weighted_score(scores, objectives, weights))
-    lists = rank_related(lists, settings.at).rename(
+    lists = rank_related(lists, settings.at, settings.gated_first).rename(
         columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}
     )
     parts = []

@@ -2,8 +2,9 @@
 candidate pair, with s^k the calibrated per-objective similarity (models/fusion.py); the top N
 per source, each with its reason.
 
-Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed (a pair
-that only fills a short list, column `gated` False, ranks after every gated one).
+Only the candidate pairs given are scored: the relevance gate of stage 1 is never bypassed. A pair
+that only fills a short list (column `gated` False) competes by its score, or ranks after every
+gated one (`gated_first`).
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ def merge_scores(
     return pairs.assign(**contributions, score=score)
 
 
-def rank_related(scored: pd.DataFrame, top_n: int) -> pd.DataFrame:
+def rank_related(scored: pd.DataFrame, top_n: int, gated_first: bool = False) -> pd.DataFrame:
     """The `top_n` candidates of each source by score (ties: higher content_similarity, then
-    candidate id ascending), with `rank` 1..n per source; sorted by source, rank. With a column
-    `gated`, a source's gated pairs come before those that only fill its list."""
+    candidate id ascending), with `rank` 1..n per source; sorted by source, rank. With
+    `gated_first` and a column `gated`, a source's gated pairs come before those that only fill
+    its list."""
     _require(scored, [*PAIR_COLUMNS, "score", "content_similarity"], "scored pairs")
     if top_n < 1:
         raise ValueError(f"merge: top_n must be at least 1, not {top_n}")
-    tier = [GATED] if GATED in scored else []
+    tier = [GATED] if gated_first and GATED in scored else []
     ordered = scored.sort_values(
         ["source_video_id", *tier, "score", "content_similarity", "candidate_video_id"],
         ascending=[True, *([False] * len(tier)), False, False, True],
@@ -126,10 +128,11 @@ def related_table(
     similarities: Mapping[str, np.ndarray],
     objectives: Sequence[MergeObjective],
     top_n: int,
+    gated_first: bool = False,
 ) -> pd.DataFrame:
     """The whole stage: from candidate pairs (source_video_id, candidate_video_id,
     content_similarity, shared) and each objective's s^k per pair to the related table, sorted
-    by video_id, rank."""
+    by video_id, rank (`gated_first`: as `rank_related`)."""
     _require(pairs, [*PAIR_COLUMNS, "content_similarity", "shared"], "pairs")
     scored = merge_scores(pairs, similarities, objectives)
     names = [objective.name for objective in objectives]
@@ -137,7 +140,7 @@ def related_table(
     typical = scored.groupby("source_video_id", sort=False)[columns].mean()
     # A subtracting signal lifts a pair by being low: "most from low dislike".
     labels = {o.name: o.name if o.sign > 0 else f"low {o.name}" for o in objectives}
-    explained = reasons(rank_related(scored, top_n), names, typical, labels)
+    explained = reasons(rank_related(scored, top_n, gated_first), names, typical, labels)
     columns = [
         "video_id",
         "rank",

@@ -111,7 +111,13 @@ def fusion_settings(config: Config) -> FusionSettings:
         selection_z=settings.selection_z,
         evidence=tuple(settings.evidence),
         popularity_of=settings.popularity_of,
+        gated_first=gated_first(config),
     )
+
+
+def gated_first(config: Config) -> bool:
+    """Whether pairs that only fill a short list rank after the gated ones (else by score)."""
+    return config.candidates.fill_ranks == "after_gated"
 
 
 def signal_names(config: Config) -> list[str]:
@@ -206,4 +212,4 @@ def table(
     merge += [
         MergeObjective(name, 1, 1.0, chosen.get(name, 0.0)) for name in config.weights.evidence
     ]
-    return related_table(pairs, scores, merge, config.merge.top_n)
+    return related_table(pairs, scores, merge, config.merge.top_n, gated_first(config))

@@ -95,19 +95,28 @@ def test_top_n_contiguous_ranks_and_tie_breaks():
         rank_related(scored, top_n=0)
 
 
-def test_pairs_that_fill_a_short_list_rank_after_the_gated_ones():
+def _short_list():
     pairs = _pairs(
         ["a", "b", "c"],
         content_similarity=[0.9, 0.4, 0.7],
         shared=[["tags=t1"], [], ["tags=t1"]],
         gated=[True, False, True],
     )
+    return pairs, {"click": np.array([0.1, 0.9, 0.2])}, [MergeObjective("click", 1, 1.0, 1.0)]
+
+
+def test_pairs_that_fill_a_short_list_rank_after_the_gated_ones_when_asked():
     # b has the highest score but lies below the gate: it comes after both gated pairs.
-    table = related_table(
-        pairs, {"click": np.array([0.1, 0.9, 0.2])}, [MergeObjective("click", 1, 1.0, 1.0)], 3
-    )
+    table = related_table(*_short_list(), 3, gated_first=True)
     assert table["related_video_id"].tolist() == ["c", "a", "b"]
     assert [FILLS in reason for reason in table["reason"]] == [False, False, True]
+
+
+def test_pairs_that_fill_a_short_list_compete_by_score_by_default():
+    # The same pairs: b's score puts it first, and its reason still says it lies below the gate.
+    table = related_table(*_short_list(), 3)
+    assert table["related_video_id"].tolist() == ["b", "c", "a"]
+    assert [FILLS in reason for reason in table["reason"]] == [True, False, False]
 
 
 def test_output_pairs_come_from_the_input_pairs():

@@ -144,9 +144,21 @@ def test_a_read_only_workspace_names_the_file(workspace):
     set_modes(workspace, folders=0o555, files=0o444)
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-m", "pipelines.cli", "--workspace", str(workspace),
-             "--size", "toy", "publish"],
-            capture_output=True, text=True, timeout=300, cwd=REPO,
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "--workspace",
+                str(workspace),
+                "--size",
+                "toy",
+                "publish",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
         )
     finally:
         set_modes(workspace, folders=0o755, files=0o644)

@@ -35,8 +35,13 @@ chromium:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# TEST_WORKERS=2: the suite on 2 pytest-xdist worker processes; tests/conftest.py makes `--dist
+# loadscope` hand out its work units (the tests sharing an expensive fixture: one worker builds
+# it once), longest first. 0 (the default until a quiet 2-core run has measured the gain): one
+# process, as CI has always run it.
+TEST_WORKERS ?= 0
 test: install redis chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The tests that need no trained chain, server or Spark (fixtures that do are marked slow in
 # tests/conftest.py, and so are the tests SLOW_TESTS there lists: the input gate's data docs,

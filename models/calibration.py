@@ -4,12 +4,12 @@ pair becomes the probability that the pair is a positive pair of that objective 
 Raw ALS and two-tower cosines live on different scales (two-tower cosines of videos with the same
 attributes approach 1), so their max is only meaningful after each is mapped to one meaning. The
 map is a logistic regression of "the held-out training events hold (source -> candidate) as a
-positive of k" on the cosine, the pair's content similarity and co-click Jaccard, and the
-candidate's prior (its positives of k and its events in the fitting events, log1p); it is
-increasing in the cosine by construction (a cosine that does not help is dropped, never
-inverted). Where a side has no vector the other side alone counts; where neither has, the prior
-model (the same features but the cosine) gives the score, so a list never falls back to a
-constant that ties it.
+positive of k" on the cosine alone, increasing in it by construction (a cosine that does not
+help is dropped, never inverted): s^k then carries what the model knows, and the weighting adds
+the pair's own evidence beside it (models/fusion.py). Where a side has no vector the other side
+alone counts; where neither has, the prior model (the pair's content similarity and co-click
+evidence, the candidate's positives of k and its events in the fitting events, log1p) gives the
+score, so a list never falls back to a constant that ties it.
 """
 
 from __future__ import annotations
@@ -180,9 +180,12 @@ def fit_objective(
     cosines: Mapping[str, np.ndarray],
     shared: Mapping[str, np.ndarray],
     min_positives: int,
+    side_features: Sequence[str] = (),
 ) -> ObjectiveCalibration | None:
     """Fit one objective's maps on held-out candidate pairs (`label`: the pair is a held-out
-    positive). None when there are fewer than `min_positives` positive pairs to learn from."""
+    positive): each side's on its cosine (and the `shared` columns of `side_features`, none by
+    default), the prior model on every `shared` column. None when there are fewer than
+    `min_positives` positive pairs to learn from."""
     y = np.asarray(label).astype(bool)
     if y.sum() < min_positives or y.all():
         return None
@@ -192,7 +195,7 @@ def fit_objective(
         known = np.isfinite(cosine)
         if y[known].sum() < min_positives or y[known].all():
             continue
-        columns = {"cosine": cosine[known], **{k: v[known] for k, v in shared.items()}}
+        columns = {"cosine": cosine[known], **{k: shared[k][known] for k in side_features}}
         sides[side] = fit_platt(columns, y[known], monotone=("cosine",))
     return ObjectiveCalibration(sides, prior)
 

@@ -66,12 +66,15 @@ def run_candidates(config: Config, progress: bool = True) -> Candidates:
         if summary["filled_sources"]:
             log.info(
                 "candidates: %s sources had fewer than %d candidates at e = %s: %s pairs with "
-                "cosine >= %s may fill them (ranked after the gated ones, best score first)",
+                "cosine >= %s may fill them (stage 3 ranks them %s)",
                 f"{summary['filled_sources']:,.0f}",
                 settings.min_per_source,
                 settings.threshold,
                 f"{summary['filled_pairs']:,.0f}",
                 settings.fill_threshold,
+                "by score among the gated ones"
+                if settings.fill_ranks == "by_score"
+                else "after the gated ones, best score first",
             )
         target = workspace.candidates_dir(config)
         with publish_folder(target) as scratch:

@@ -48,7 +48,8 @@ def find_candidates(
     `tie_break` (its training popularity), never to the id alone. Column `gated` is False on the
     pairs that may fill a source with fewer than `candidates.min_per_source` (its next
     `candidates.fill_pool` most similar, cosine below e but at least
-    `candidates.fill_threshold`); every later stage ranks them after the gated ones."""
+    `candidates.fill_threshold`); stage 3 ranks them by score among the gated ones, or after
+    them (`candidates.fill_ranks`)."""
     settings = config.candidates
     with tqdm(
         total=matrix.shape[0], desc="candidates", unit="video", disable=not progress, leave=False

@@ -49,9 +49,10 @@ def run_train(
 
 def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     """The objectives whose two-tower side the offline evaluation of this configuration and
-    data left out of the fused score (it added less than `weights.two_tower_min_gain` of
-    validation AUC in the evaluation's own fit): the production fit need not train them.
-    None without such an evaluation. `say`: log the decision."""
+    data left out of the fused score: it added less than `weights.two_tower_min_gain` of
+    validation AUC in the evaluation's own fit, or the objective had too few held-out positive
+    pairs to be calibrated at all (its score was the candidate's training rate, no cosine). The
+    production fit need not train them. [] without such an evaluation. `say`: log the decision."""
     try:
         summary = workspace.read_evaluation(config)
     except DataFileError:
@@ -59,21 +60,32 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     same = summary.get("config_digest") == registry.config_digest(config.raw) and summary.get(
         "data_digest"
     ) == registry.file_digest(workspace.validated_manifest(config))
-    gains = ((summary.get("fusion") or {}) if same else {}).get("two_tower", {})
-    dropped = sorted(
+    fusion = (summary.get("fusion") or {}) if same else {}
+    gains = fusion.get("two_tower", {})
+    weak = {
         name
         for name, figures in gains.items()
         if isinstance(figures.get("gain"), float)
         and figures["gain"] < config.weights.two_tower_min_gain
-    )
-    if dropped and say:
+    }
+    uncalibrated = {
+        name for name, calibration in fusion.get("calibrations", {}).items() if calibration is None
+    }
+    if weak and say:
         log.info(
             "two-tower models not trained for %s: in the offline evaluation's fit they added "
             "less than weights.two_tower_min_gain (%s) of validation AUC",
-            ", ".join(dropped),
+            ", ".join(sorted(weak)),
             config.weights.two_tower_min_gain,
         )
-    return dropped
+    if uncalibrated and say:
+        log.info(
+            "two-tower models not trained for %s: in the offline evaluation's fit too few "
+            "held-out positive pairs (weights.min_positive_pairs) calibrated them, so their "
+            "score was the candidate's training rate and no cosine counted",
+            ", ".join(sorted(uncalibrated)),
+        )
+    return sorted(weak | uncalibrated)
 
 
 def _version_tags(config: Config, until: pd.Timestamp | None) -> dict[str, str]:

@@ -80,6 +80,86 @@ def pytest_collection_modifyitems(config, items) -> None:
             or getattr(item, "originalname", item.name) in slow
         ):
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker: see work_unit below
+        for item in items:
+            if "toy_pipeline" in item.fixturenames and work_unit(item.nodeid) != PIPELINE_UNIT:
+                raise pytest.UsageError(
+                    f"{item.nodeid} needs toy_pipeline: add its file to PIPELINE_FILES in "
+                    "tests/conftest.py (one worker builds the toy pipeline for all of them)"
+                )
+        # Longest units first (a stable sort: the rest keep their order).
+        items.sort(key=lambda item: -UNIT_SECONDS.get(work_unit(item.nodeid), 0))
+
+
+# `make test` runs the suite on 2 xdist workers (`-n 2 --dist loadscope`), scheduled in work units
+# (pytest_xdist_make_scheduler below; xdist's own loadgroup cannot group under pytest 9.2, whose
+# node ids ignore the group suffix xdist adds). A unit runs on one worker, so that its fixtures
+# are built once: every module that uses the toy pipeline (or toy_trained) is one unit; the
+# modules of SPLIT_FILES (no module-scoped fixtures, long tests) have a unit per test; any other
+# module is a unit. Units are handed out longest first (seconds measured on 2 cores with
+# --durations, fixtures included), so that no long unit starts last while the other worker idles.
+PIPELINE_UNIT = "toy_pipeline"
+PIPELINE_FILES = frozenset(
+    f"tests/pipelines/{name}.py"
+    for name in (
+        "test_broken_state",
+        "test_candidates",
+        "test_evaluate",
+        "test_explorer",
+        "test_features",
+        "test_merge",
+        "test_parallel",
+        "test_serve",
+        "test_train",
+    )
+)
+SPLIT_FILES = frozenset(
+    {
+        "tests/pipelines/test_cli.py",
+        "tests/pipelines/test_bring_your_own_data.py",
+        "tests/pipelines/test_validate.py",  # 40-odd input gates of a few seconds each
+    }
+)
+# Seconds of a 2-worker run with --durations (a loaded machine: about twice a quiet one's).
+UNIT_SECONDS = {
+    "tests/pipelines/test_promote.py": 1700,  # one chain of module fixtures, then the chaos kills
+    PIPELINE_UNIT: 800,
+    "tests/pipelines/test_bring_your_own_data.py::test_the_walk_through_runs_to_a_served_list": 210,
+    "tests/pipelines/test_cli.py::test_main_runs_the_chain_as_nested_mlflow_runs": 190,
+    "tests/models/test_als.py": 110,
+    "tests/pipelines/test_feature_store.py": 100,
+    "tests/pipelines/test_online.py": 70,
+    "tests/models/test_two_tower.py": 60,
+    "tests/models/test_coordinating.py": 55,
+    "tests/pipelines/test_cli.py::test_kuairand_ingest_then_validate": 31,
+    "tests/pipelines/test_experiment.py": 25,
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """The work unit of a test, from its node id (see above)."""
+    module = nodeid.split("::", 1)[0]
+    if module in PIPELINE_FILES:
+        return PIPELINE_UNIT
+    if module in SPLIT_FILES:
+        return nodeid.split("[", 1)[0]
+    return module
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` with the work units above, handed out in the order of the collection
+    (sorted longest first by pytest_collection_modifyitems in the workers)."""
+    if config.getoption("dist", None) != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return WorkUnits(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,9 @@ def test_a_read_only_workspace_names_the_file(workspace):
             text=True,
             timeout=300,
             cwd=REPO,
+            # mlflow.set_tracking_uri exports the store this process last configured (the
+            # session's, or another workspace's): the command must read the workspace's own.
+            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         )
     finally:
         set_modes(workspace, folders=0o755, files=0o644)

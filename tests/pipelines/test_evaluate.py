@@ -160,12 +160,16 @@ def test_every_method_is_scored_against_the_baseline(evaluated):
     for column in ("recall_click", "ndcg_play_time", "dislike_rate", "relevance_share"):
         assert column in evaluation.table
     assert "recall_click_cold" in evaluation.table
-    # Methods ranking the candidate pairs list content-relevant videos first: all alike, below
-    # the gate only where a source has too few candidates (its list is filled, the same for all).
+    # The gated bars list content-relevant videos first: all alike, below the gate only where a
+    # source has too few candidates (its list is filled, the same for all). The merged methods
+    # rank a short list's fills by score among its gated candidates (candidates.fill_ranks), so
+    # a fill may come first: never more relevant than that, still mostly relevant.
     relevant = evaluation.table.loc["content", "relevance_share"]
     assert relevant > 0.8
-    for method in ("multi-task", "no-cn", "no-two-tower", "no-learned-weights", *GATED_BARS):
+    for method in GATED_BARS:
         assert evaluation.table.loc[method, "relevance_share"] == relevant, method
+    for method in ("multi-task", "no-cn", "no-two-tower", "no-learned-weights"):
+        assert 0.8 < evaluation.table.loc[method, "relevance_share"] <= relevant, method
     assert evaluation.table.loc["popularity", "relevance_share"] < 0.5
     # Recall and shares are shares.
     recall = evaluation.table[[c for c in evaluation.table if c.startswith("recall_")]]

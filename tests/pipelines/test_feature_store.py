@@ -186,7 +186,7 @@ def test_feast_ui_serves_the_repo(repo):
     )
     url = f"http://127.0.0.1:{port}/api/v1/feature_views?project=related_videos"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # start-up on a loaded 2-core machine
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=5) as answer:
@@ -194,7 +194,7 @@ def test_feast_ui_serves_the_repo(repo):
                 break
             except (urllib.error.URLError, ConnectionError):
                 assert server.poll() is None, "feast ui exited"
-                assert time.monotonic() < deadline, "feast ui did not answer within 90 s"
+                assert time.monotonic() < deadline, "feast ui did not answer within 300 s"
                 time.sleep(1)
         assert {view["spec"]["name"] for view in views} == {
             "video_profile",

@@ -202,3 +202,47 @@ def test_the_mlflow_ui_over_the_sqlite_store_shows_runs_and_versions(toy_trained
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_path, caplog):
+    """Two-tower models the evaluation's fusion did not use are not trained again: those whose
+    validation gain was below weights.two_tower_min_gain, and those of an objective with too few
+    held-out positive pairs to calibrate (its score was the candidate's rate, no cosine). An
+    evaluation of another configuration or data decides nothing."""
+    import json
+
+    from pipelines import registry, workspace
+    from pipelines.config import load_config
+    from pipelines.train import evaluated_two_tower_drops
+
+    config = load_config(overrides=[f"paths.workspace={tmp_path}"])
+    assert evaluated_two_tower_drops(config) == []  # no evaluation yet
+    manifest = workspace.validated_dir(config) / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    calibrated = {"sides": {}, "prior": {}, "use_two_tower": True, "auc": {}}
+    summary = {
+        "config_digest": registry.config_digest(config.raw),
+        "data_digest": registry.file_digest(manifest),
+        "fusion": {
+            "two_tower": {
+                "click": {"with": 0.80, "without": 0.79, "gain": 0.01},
+                "play_time": {"with": 0.80, "without": 0.799, "gain": 0.001},
+            },
+            "calibrations": {
+                "click": calibrated,
+                "play_time": calibrated,
+                "like": calibrated,
+                "share": None,
+                "dislike": None,
+            },
+        },
+    }
+    path = workspace.evaluation_dir(config) / workspace.EVALUATION_SUMMARY
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(summary))
+    with caplog.at_level("INFO", logger="pipelines.train"):
+        assert evaluated_two_tower_drops(config) == ["dislike", "play_time", "share"]
+    assert "too few held-out positive pairs" in caplog.text
+    path.write_text(json.dumps({**summary, "data_digest": "other data"}))
+    assert evaluated_two_tower_drops(config) == []

@@ -180,12 +180,10 @@ def fit_objective(
     cosines: Mapping[str, np.ndarray],
     shared: Mapping[str, np.ndarray],
     min_positives: int,
-    side_features: Sequence[str] = (),
 ) -> ObjectiveCalibration | None:
     """Fit one objective's maps on held-out candidate pairs (`label`: the pair is a held-out
-    positive): each side's on its cosine (and the `shared` columns of `side_features`, none by
-    default), the prior model on every `shared` column. None when there are fewer than
-    `min_positives` positive pairs to learn from."""
+    positive): each side's on its cosine alone, the prior model on the `shared` columns. None
+    when there are fewer than `min_positives` positive pairs to learn from."""
     y = np.asarray(label).astype(bool)
     if y.sum() < min_positives or y.all():
         return None
@@ -195,8 +193,7 @@ def fit_objective(
         known = np.isfinite(cosine)
         if y[known].sum() < min_positives or y[known].all():
             continue
-        columns = {"cosine": cosine[known], **{k: shared[k][known] for k in side_features}}
-        sides[side] = fit_platt(columns, y[known], monotone=("cosine",))
+        sides[side] = fit_platt({"cosine": cosine[known]}, y[known], monotone=("cosine",))
     return ObjectiveCalibration(sides, prior)
 
 

@@ -4,8 +4,8 @@ pair becomes the probability that the pair is a positive pair of that objective 
 Raw ALS and two-tower cosines live on different scales (two-tower cosines of videos with the same
 attributes approach 1), so their max is only meaningful after each is mapped to one meaning. The
 map is a logistic regression of "the held-out training events hold (source -> candidate) as a
-positive of k" on the cosine alone, increasing in it by construction (a cosine that does not
-help is dropped, never inverted): s^k then carries what the model knows, and the weighting adds
+positive of k" on the cosine alone, increasing in it by construction (a side whose cosine does
+not help is left out, never inverted): s^k then carries what the model knows, and the weighting adds
 the pair's own evidence beside it (models/fusion.py). Where a side has no vector the other side
 alone counts; where neither has, the prior model (the pair's content similarity and co-click
 evidence, the candidate's positives of k and its events in the fitting events, log1p) gives the
@@ -193,7 +193,11 @@ def fit_objective(
         known = np.isfinite(cosine)
         if y[known].sum() < min_positives or y[known].all():
             continue
-        sides[side] = fit_platt({"cosine": cosine[known]}, y[known], monotone=("cosine",))
+        platt = fit_platt({"cosine": cosine[known]}, y[known], monotone=("cosine",))
+        # A side whose cosine does not raise the chance maps every pair it knows to one
+        # constant: counted, it would hide the prior model's ranking under a flat floor.
+        if "cosine" in platt.features:
+            sides[side] = platt
     return ObjectiveCalibration(sides, prior)
 
 

@@ -92,6 +92,29 @@ def test_the_max_is_taken_on_the_calibrated_scale_and_missing_sides_fall_back():
     np.testing.assert_allclose(prior, calibration.prior.predict(shared))
 
 
+def test_a_side_whose_cosine_does_not_help_is_left_out_and_the_prior_ranks():
+    # Every pair has a two-tower vector whose cosine predicts fewer positives: its map would be
+    # one constant for every pair, hiding the prior model's order under a flat floor.
+    n = 3000
+    pairs = pd.DataFrame(
+        {
+            "source_video_id": ["s"] * n,
+            "candidate_video_id": [f"c{i}" for i in range(n)],
+            "content_similarity": RNG.uniform(0.65, 1, n),
+        }
+    )
+    tower_cos = RNG.uniform(-1, 1, n)
+    content = pairs["content_similarity"].to_numpy()
+    label = RNG.random(n) < 1 / (1 + np.exp(-(-2 * tower_cos + 12 * content - 14)))
+    shared = pair_columns(pairs, pd.DataFrame(index=pd.Index([], name="video_id")), "dislike")
+    cosines = {"als": np.full(n, np.nan), "two_tower": tower_cos}
+    calibration = fit_objective(pairs, label, cosines, shared, min_positives=5)
+    assert calibration is not None and "two_tower" not in calibration.sides
+    score = objective_score(calibration, cosines, shared)
+    assert np.unique(score).size > n // 2
+    np.testing.assert_allclose(score, calibration.prior.predict(shared))
+
+
 def test_the_fallback_rate_is_an_engagement_prior_not_a_constant():
     priors = pd.DataFrame(
         {"events": [100, 10, 0], "positives_click": [50, 1, 0]},

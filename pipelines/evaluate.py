@@ -7,10 +7,13 @@ swapped in whole when the step ends, with the lists the simulated experiment rep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +44,8 @@ from models.metrics import (
 )
 from pipelines import evaluation_report, parallel, registry, stage3, tracking, windows, workspace
 from pipelines.config import Config, ConfigError
-from pipelines.data.io import DataFileError, publish_folder, read_table
+from pipelines.data.io import DataFileError, publish_folder, read_table, write_json
+from pipelines.fingerprint import TRAINING_KEYS, code_digest, lookup
 from pipelines.stage1 import find_candidates, popularity, profiles_from_store
 from pipelines.stage2 import fit_stage2
 from pipelines.stage3 import load_vectors
@@ -49,6 +53,7 @@ from pipelines.stage3 import load_vectors
 log = logging.getLogger(__name__)
 
 MULTI_TASK = "multi-task"
+STAGE2_KEY = ".stage2.json"  # in a stage-2 models folder: what it was fitted from
 
 
 @dataclass
@@ -241,16 +246,17 @@ def method_lists(
         matrix, video_ids, vocabulary, config, False, popularity(train, video_ids)
     )
     multi = None
+    previous = _previous_folder(config, folder)
     if needs_multi:
-        multi_dir.mkdir()
-        log.info("evaluation: training the multi-task method (coordinating network and routing)")
-        fit_stage2(config, train, multi_dir)
+        log.info("evaluation: the multi-task method (coordinating network and routing)")
+        _fit_stage2_once(config, train, multi_dir, previous)
         multi = stage3.model_vectors(config, multi_dir)
         fusions[MULTI_TASK], _ = stage3.fit(config, multi_dir, pairs, train)
     if needs_single:
-        single_dir.mkdir()
-        log.info("evaluation: training the single-objective models (every positive, no routing)")
-        fit_stage2(config, train, single_dir, use_routing=False, two_tower_for=single_towers)
+        log.info("evaluation: the single-objective models (every positive, no routing)")
+        _fit_stage2_once(
+            config, train, single_dir, previous, use_routing=False, two_tower_for=single_towers
+        )
 
     def merged(name: str) -> pd.DataFrame:
         if name == "no-cn":
@@ -304,6 +310,85 @@ def method_lists(
             "split); lower evaluation.test_days or bring more data"
         )
     return lists
+
+
+def _previous_folder(config: Config, folder: Path) -> Path | None:
+    """The evaluation folder published before this run (None on a first run)."""
+    published = workspace.evaluation_dir(config)
+    if not published.exists() or published.resolve() == folder.resolve():
+        return None
+    return published.resolve()
+
+
+def _fit_stage2_once(
+    config: Config,
+    train: pd.DataFrame,
+    folder: Path,
+    previous: Path | None,
+    use_routing: bool = True,
+    two_tower_for: Collection[str] | None = None,
+) -> None:
+    """Stage 2 fitted on `train` into `folder`, or the previous evaluation's fit linked there
+    when it was made from the same training events, features, settings and code: a change of
+    the merge, weights or evaluation settings alone then refits no network."""
+    key = _stage2_key(config, train, use_routing, two_tower_for)
+    old = previous / folder.name if previous is not None else None
+    if old is not None and _stage2_key_of(old) == key:
+        shutil.copytree(old, folder, copy_function=_link_or_copy)
+        log.info(
+            "evaluation: %s reused from the previous evaluation (same training events, "
+            "features, stage-2 settings and code)",
+            folder.name,
+        )
+        mlflow.set_tag(f"reused.{folder.name}", str(old))
+        return
+    folder.mkdir()
+    fit_stage2(config, train, folder, use_routing=use_routing, two_tower_for=two_tower_for)
+    write_json({"key": key}, folder / STAGE2_KEY)
+
+
+def _stage2_key(
+    config: Config,
+    train: pd.DataFrame,
+    use_routing: bool,
+    two_tower_for: Collection[str] | None,
+) -> str:
+    """What a stage-2 fit depends on: its settings, the training events, the published
+    features and the code it runs."""
+    sources = workspace.feature_repo_dir(config) / "data" / "sources"
+    features = {
+        path.name: registry.file_digest(path)
+        for path in sorted(sources.glob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
+    rows = pd.util.hash_pandas_object(train, index=False).to_numpy()
+    keys = (*TRAINING_KEYS, "data", f"datasets.{config.data.dataset}")
+    return registry.digest(
+        {
+            "config": {key: lookup(config.raw, key) for key in keys},
+            "columns": list(train.columns),
+            "events": hashlib.sha256(rows.tobytes()).hexdigest(),
+            "features": features,
+            "code": code_digest("pipelines.stage2"),
+            "routing": use_routing,
+            "two_tower_for": None if two_tower_for is None else sorted(two_tower_for),
+        }
+    )
+
+
+def _stage2_key_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STAGE2_KEY).read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link (the files are never written again), a copy where links are refused."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _vector_method(folder: Path, name: str, n: int, sign: int):

@@ -11,15 +11,11 @@ and the steps after it on demand.
 
 from __future__ import annotations
 
-import ast
-import functools
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,7 @@ from pipelines.candidates import run_candidates
 from pipelines.config import Config, ConfigError
 from pipelines.evaluate import run_evaluate
 from pipelines.features import run_features
+from pipelines.fingerprint import TRAINING_KEYS, code_digest, lookup
 from pipelines.gate_report import FirstTableRefused
 from pipelines.generate import run_generate
 from pipelines.ingest import run_ingest
@@ -43,9 +40,6 @@ from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
 MARKER = ".step.json"
-ROOT = Path(__file__).resolve().parent.parent  # the checkout, holding the PACKAGES
-PACKAGES = ("pipelines", "models", "simulator", "feature_repo")
-TRAINING_KEYS = ("seed", "objectives", "coordinating", "two_tower", "training")
 
 
 @dataclass(frozen=True)
@@ -185,7 +179,7 @@ def run_steps(
         fingerprint = registry.digest(
             {
                 "step": step.name,
-                "config": {key: _lookup(config.raw, key) for key in step.keys},
+                "config": {key: lookup(config.raw, key) for key in step.keys},
                 "inputs": step.inputs(config),
                 "code": step.code,
                 "upstream": upstream,
@@ -213,73 +207,6 @@ def _check_forced(chain: list[Step], force: Iterable[str]) -> set[str]:
     if unknown:
         raise ConfigError(f"--force: {unknown} are not steps of this chain {names}")
     return forced
-
-
-def code_digest(module: str) -> str:
-    """The project's version and the sha256 of the source of `module` and of every project
-    module it imports, directly or not (read from the files, not from the imported modules)."""
-    digest = hashlib.sha256(_version().encode())
-    for name in sorted(_closure(module)):
-        digest.update(name.encode())
-        digest.update(_source(name))
-    return digest.hexdigest()[:12]
-
-
-@functools.cache
-def _version() -> str:
-    try:
-        return metadata.version("related-videos")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _closure(module: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen or _path(name) is None:
-            continue
-        seen.add(name)
-        todo.extend(_project_imports(name))
-        if name == "pipelines.registry":  # registers model code it reads as files
-            todo.extend(f"pipelines.model_code.{p.stem}" for p in registry.MODEL_CODE.glob("*.py"))
-    return seen
-
-
-def _path(module: str) -> Path | None:
-    base = ROOT.joinpath(*module.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _source(module: str) -> bytes:
-    path = _path(module)
-    return path.read_bytes() if path else b""
-
-
-def _project_imports(module: str) -> list[str]:
-    """The project modules `module` imports (`import a.b`, `from a import b`, `from a.b import
-    c`; a name that is a module counts as one)."""
-    path = _path(module)
-    tree = ast.parse(path.read_bytes()) if path else ast.Module(body=[], type_ignores=[])
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-            found += [f"{node.module}.{alias.name}" for alias in node.names]
-    return [name for name in found if name.split(".")[0] in PACKAGES]
-
-
-def _lookup(raw: dict, dotted: str) -> Any:
-    value: Any = raw
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def _kuairand_files(config: Config) -> dict[str, str]:

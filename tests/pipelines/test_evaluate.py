@@ -5,6 +5,7 @@ training data (every training entry point is watched while the step runs)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
 import pandas as pd
@@ -113,6 +114,8 @@ def evaluated(toy_pipeline):
             (stage3, "pair_cooccurrence", lambda sources, candidates, events, *a, **k: events),
         ):
             patch.setattr(module, name, watch.wrap(name, getattr(module, name), pick))
+        # Every model is fitted here, none linked from an earlier evaluation of the workspace.
+        patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
         evaluation = run_evaluate(config)
     registered_after = len(client.search_model_versions())
     return evaluation, watch, config, registered_before, registered_after
@@ -238,3 +241,42 @@ def test_no_gate_lists_built_in_blocks_are_the_lists_built_at_once(evaluated):
     )
     assert at_once["video_id"].nunique() > 7  # more than one block
     pd.testing.assert_frame_equal(in_blocks, at_once)
+
+
+def test_a_merge_change_reuses_the_stage2_fits_and_a_training_change_refits(toy_pipeline, tmp_path):
+    root = tmp_path / "workspace"
+    shutil.copytree(toy_pipeline.config.paths.workspace, root)
+    shutil.rmtree(root / "data" / "synthetic" / "evaluation", ignore_errors=True)
+    base = ("training.workers=1",)
+    fitted = []
+    real = evaluate_step.fit_stage2
+
+    def counted(config, events, folder, *args, **kwargs):
+        fitted.append(folder.name)
+        return real(config, events, folder, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_step, "fit_stage2", counted)
+        first = run_evaluate(toy_config(root, *base), ["multi-task"])
+        assert fitted == ["models-multi-task", "models-single-objective"]
+        vectors = first.folder / "models-multi-task" / "als-click.item_vectors.parquet"
+        before = pd.read_parquet(vectors)
+        merge_only = toy_config(root, *base, "merge.manual_weights.share=0.5")
+        second = run_evaluate(merge_only, ["multi-task"])
+    assert len(fitted) == 2, "a merge setting refitted stage 2"
+    again = pd.read_parquet(second.folder / "models-multi-task" / "als-click.item_vectors.parquet")
+    pd.testing.assert_frame_equal(again, before)
+    assert (second.folder / "lists" / "multi-task.parquet").exists()
+    run = mlflow.get_run(second.run_id)
+    assert "reused.models-multi-task" in run.data.tags
+
+    # What the fits depend on: stage 2's settings, the training events and routing.
+    config = toy_config(root, *base)
+    events = workspace.read_events(config)
+    train = events[events["ts"] < second.split].reset_index(drop=True)
+    key = evaluate_step._stage2_key(config, train, True, None)
+    assert key == evaluate_step._stage2_key(merge_only, train, True, None)
+    epochs = toy_config(root, *base, "two_tower.max_epochs=2")
+    assert key != evaluate_step._stage2_key(epochs, train, True, None)
+    assert key != evaluate_step._stage2_key(config, train.iloc[1:], True, None)
+    assert key != evaluate_step._stage2_key(config, train, False, None)

@@ -8,7 +8,7 @@ import ast
 
 import pytest
 
-from pipelines import main
+from pipelines import fingerprint, main
 
 # One module per step of the chain; main.py and cli.py chain them and may import them all.
 STEPS = (
@@ -40,8 +40,8 @@ def _step_reached(step: str) -> list[str] | None:
     todo = [step]
     while todo:
         name = todo.pop()
-        for imported in main._project_imports(name):
-            if main._path(imported) is None or imported in paths:
+        for imported in fingerprint._project_imports(name):
+            if fingerprint._path(imported) is None or imported in paths:
                 continue
             path = [*paths[name], imported]
             if imported in STEP_MODULES:
@@ -53,7 +53,7 @@ def _step_reached(step: str) -> list[str] | None:
 
 @pytest.mark.parametrize("step", sorted(STEP_MODULES))
 def test_no_step_imports_another_step(step):
-    assert main._path(step) is not None, f"{step}: no such module"
+    assert fingerprint._path(step) is not None, f"{step}: no such module"
     path = _step_reached(step)
     assert path is None, f"{path[0]} -> {path[-1]}: via {' -> '.join(path)}"
 
@@ -64,7 +64,7 @@ def test_the_walk_finds_an_edge(tmp_path, monkeypatch):
     (root / "pipelines" / "merge.py").write_text("from pipelines.shared import x\n")
     (root / "pipelines" / "shared.py").write_text("from pipelines import train\n")
     (root / "pipelines" / "train.py").write_text("x = 1\n")
-    monkeypatch.setattr(main, "ROOT", root)
+    monkeypatch.setattr(fingerprint, "ROOT", root)
     assert _step_reached("pipelines.merge") == [
         "pipelines.merge",
         "pipelines.shared",
@@ -88,7 +88,7 @@ def test_each_steps_fingerprint_covers_the_shared_code_it_runs():
     chain = {step.name: step for step in main.steps(load_config())}
     for name, modules in runs.items():
         step = chain[name]
-        closure = main._closure(step.module or f"pipelines.{name}")
+        closure = fingerprint._closure(step.module or f"pipelines.{name}")
         assert {f"pipelines.{name}", "pipelines.workspace", *modules} <= closure, name
 
 
@@ -102,15 +102,15 @@ def _absolute_imports(path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 name = f"{node.module}.{alias.name}"
-                found.append(name if main._path(name) is not None else node.module)
+                found.append(name if fingerprint._path(name) is not None else node.module)
     return found
 
 
 def _package_imports(package: str, prefix: str) -> dict[str, set[str]]:
     """Per module of `package`, the modules it imports whose name starts with `prefix`."""
     found = {}
-    for path in sorted((main.ROOT / package).rglob("*.py")):
-        module = ".".join(path.relative_to(main.ROOT).with_suffix("").parts)
+    for path in sorted((fingerprint.ROOT / package).rglob("*.py")):
+        module = ".".join(path.relative_to(fingerprint.ROOT).with_suffix("").parts)
         module = module.removesuffix(".__init__")
         names = {n for n in _absolute_imports(path) if n.split(".")[0] == prefix}
         if names:
@@ -141,7 +141,7 @@ def test_the_simulator_rules_see_function_level_and_from_imports(tmp_path, monke
     (root / "pipelines" / "data" / "io.py").write_text("x = 1\n")
     (root / "pipelines" / "stage2.py").write_text("def f():\n    from simulator import world\n")
     (root / "simulator" / "world.py").write_text("from pipelines.data import io, other\n")
-    monkeypatch.setattr(main, "ROOT", root)
+    monkeypatch.setattr(fingerprint, "ROOT", root)
     assert _package_imports("pipelines", "simulator") == {"pipelines.stage2": {"simulator.world"}}
     assert _package_imports("simulator", "pipelines") == {
         "simulator.world": {"pipelines.data.io", "pipelines.data"}
@@ -150,7 +150,7 @@ def test_the_simulator_rules_see_function_level_and_from_imports(tmp_path, monke
 
 def test_models_import_no_pipeline_and_no_platform_library():
     found = []
-    for path in sorted((main.ROOT / "models").rglob("*.py")):
+    for path in sorted((fingerprint.ROOT / "models").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_bytes())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -159,7 +159,7 @@ def test_models_import_no_pipeline_and_no_platform_library():
             else:
                 continue
             found += [
-                f"{path.relative_to(main.ROOT)}: {name}"
+                f"{path.relative_to(fingerprint.ROOT)}: {name}"
                 for name in names
                 if name.split(".")[0] in ("pipelines", "simulator", *PLATFORM)
             ]

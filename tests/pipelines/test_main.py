@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import main
+from pipelines import fingerprint, main
 from pipelines.config import ConfigError, load_config
 
 
@@ -20,7 +20,7 @@ def project(tmp_path, monkeypatch):
     (root / "pipelines" / "first.py").write_text("from models.helper import value\n")
     (root / "pipelines" / "second.py").write_text("import json\n")
     (root / "models" / "helper.py").write_text("value = 1\n")
-    monkeypatch.setattr(main, "ROOT", root)
+    monkeypatch.setattr(fingerprint, "ROOT", root)
     return root
 
 
@@ -52,7 +52,7 @@ def test_a_code_change_reruns_the_step_that_imports_it(project, tmp_path, monkey
     ran, reused = main.run_steps(config, chain)
     assert list(ran) == ["first", "second"] and reused == []
     # An upgrade of the project reruns everything.
-    monkeypatch.setattr(main, "_version", lambda: "9.9.9")
+    monkeypatch.setattr(fingerprint, "_version", lambda: "9.9.9")
     ran, _ = main.run_steps(config, chain)
     assert list(ran) == ["first", "second"]
     _, reused = main.run_steps(config, chain)
@@ -72,7 +72,7 @@ def test_force_reruns_a_step_and_those_after_it(project, tmp_path):
 
 
 def test_the_real_steps_digest_their_imports():
-    closure = main._closure("pipelines.merge")
+    closure = fingerprint._closure("pipelines.merge")
     assert {"pipelines.merge", "pipelines.stage3", "models.fusion", "models.merge"} <= closure
     assert "pipelines.model_code.related_table" in closure  # registered as a file
     assert main.code_digest("pipelines.merge") != main.code_digest("pipelines.validate")

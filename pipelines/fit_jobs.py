@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.coordinating import CoordinatingInputs, CoordinatingParams, fit_final, fold_predictions
-from models.two_tower import TwoTowerParams, fit_two_tower
+from models.params import CoordinatingParams, TwoTowerParams
+from models.routing import CoordinatingInputs
 from models.vectors import ItemVectors
+
+# The networks (models.coordinating, models.two_tower) are imported by the jobs that fit them:
+# importing TensorFlow takes seconds, and a chain that reuses every fit never needs it.
 
 log = logging.getLogger(__name__)
 Objectives = list[tuple[str, str]]
@@ -35,6 +38,8 @@ def coordinating_fold(
     fold: int,
 ) -> np.ndarray:
     """The predictions for the rows `fold` holds out."""
+    from models.coordinating import fold_predictions
+
     return fold_predictions(frame_of(frame), objectives, inputs, params, fold)
 
 
@@ -46,6 +51,8 @@ def coordinating_final(
     path: Path,
 ) -> list[dict[str, float]]:
     """The network fit on every row, saved to `path`; its training curve, one dict per epoch."""
+    from models.coordinating import fit_final
+
     network = fit_final(frame_of(frame), objectives, inputs, params)
     network.save(path)
     return network.history.to_dict("records")
@@ -83,6 +90,8 @@ def two_tower(
 ) -> TwoTowerFit:
     """One objective's towers on its positives but the `holdout` rows, saved to `path`, with the
     AUC on the held-out rows and the item vectors."""
+    from models.two_tower import fit_two_tower
+
     started = time.perf_counter()
     train, held = positives[~holdout], positives[holdout]
     model = fit_two_tower(

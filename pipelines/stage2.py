@@ -23,7 +23,8 @@ from threadpoolctl import threadpool_limits
 
 from models.als import auc_on_holdout, fit_als
 from models.candidates import pair_similarity
-from models.coordinating import (
+from models.objectives import matrix_values
+from models.routing import (
     CoordinatingInputs,
     combine_folds,
     objective_labels,
@@ -31,7 +32,6 @@ from models.coordinating import (
     route,
     routing_report,
 )
-from models.objectives import matrix_values
 from pipelines import feature_store, fit_jobs, hooks, parallel, registry, tracking, workspace
 from pipelines.config import Config, Objective
 from pipelines.stage1 import profiles_from_store

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from models import coordinating as cn
+from models import routing
 
 OBJECTIVES = [
     ("click", "clicked"),
@@ -178,7 +179,7 @@ def test_save_and_load_give_the_same_predictions(toy, tmp_path):
 
 def test_accidental_clicks_are_dropped_far_more_often_than_genuine_ones(small_oof):
     world, labels, oof = small_oof
-    routed = cn.route(labels, oof, OBJECTIVES, QUICK.threshold)
+    routed = routing.route(labels, oof, OBJECTIVES, QUICK.threshold)
     accidental = world.truth["events"]["accidental"].to_numpy() == 1
     genuine = (labels["click"].to_numpy() == 1) & ~accidental
     dropped = ~routed["routed_click"].to_numpy()
@@ -197,14 +198,14 @@ def test_rare_objectives_are_learned_despite_imbalance(small_oof):
         positives, negatives = p[labels[name] == 1].mean(), p[labels[name] == 0].mean()
         assert positives > negatives + 0.15
         assert (p > QUICK.threshold).mean() > 0.05  # balanced weights: not all near 0
-    assert (cn.oof_auc(labels, oof) > 0.7).all()
+    assert (routing.oof_auc(labels, oof) > 0.7).all()
 
 
 def test_routing_report_counts_routed_positives(small_oof):
     _, labels, oof = small_oof
-    routed = cn.route(labels, oof, OBJECTIVES, QUICK.threshold)
+    routed = routing.route(labels, oof, OBJECTIVES, QUICK.threshold)
     assert not (routed.to_numpy() & (labels.to_numpy() == 0)).any()
-    report = cn.routing_report(labels, routed, OBJECTIVES)
+    report = routing.routing_report(labels, routed, OBJECTIVES)
     assert report.loc["share", "positives"] == labels["share"].sum()
     assert report["routed"].tolist() == routed.sum().tolist()
     assert report["routed_share"].between(0.05, 0.95).all()

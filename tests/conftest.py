@@ -122,7 +122,7 @@ SPLIT_FILES = frozenset(
 )
 # Seconds of a 2-worker run with --durations (a loaded machine: about twice a quiet one's).
 UNIT_SECONDS = {
-    "tests/pipelines/test_promote.py": 1700,  # one chain of module fixtures, then the chaos kills
+    "tests/pipelines/test_promote.py": 900,  # one chain of module fixtures, then the chaos kills
     PIPELINE_UNIT: 800,
     "tests/pipelines/test_bring_your_own_data.py::test_the_walk_through_runs_to_a_served_list": 210,
     "tests/pipelines/test_cli.py::test_main_runs_the_chain_as_nested_mlflow_runs": 190,

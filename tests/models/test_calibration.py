@@ -63,17 +63,22 @@ def _vectors(ids: list[str], rows: np.ndarray) -> ItemVectors:
     return ItemVectors.from_raw(np.array(ids), rows)
 
 
-def test_the_max_is_taken_on_the_calibrated_scale_and_missing_sides_fall_back():
-    # ALS cosines of 0.3 and two-tower cosines of 0.95 mean the same here: the saturated side
-    # must not win on its raw value.
-    n = 3000
-    pairs = pd.DataFrame(
+def _one_source_pairs(n: int) -> pd.DataFrame:
+    """`n` candidate pairs of one source, with content similarities above the gate."""
+    return pd.DataFrame(
         {
             "source_video_id": ["s"] * n,
             "candidate_video_id": [f"c{i}" for i in range(n)],
             "content_similarity": RNG.uniform(0.65, 1, n),
         }
     )
+
+
+def test_the_max_is_taken_on_the_calibrated_scale_and_missing_sides_fall_back():
+    # ALS cosines of 0.3 and two-tower cosines of 0.95 mean the same here: the saturated side
+    # must not win on its raw value.
+    n = 3000
+    pairs = _one_source_pairs(n)
     als_cos = RNG.uniform(-0.2, 0.6, n)
     tower_cos = 0.9 + 0.1 * RNG.random(n)  # saturated, no signal
     label = RNG.random(n) < 1 / (1 + np.exp(-(8 * als_cos - 5)))
@@ -96,13 +101,7 @@ def test_a_side_whose_cosine_does_not_help_is_left_out_and_the_prior_ranks():
     # Every pair has a two-tower vector whose cosine predicts fewer positives: its map would be
     # one constant for every pair, hiding the prior model's order under a flat floor.
     n = 3000
-    pairs = pd.DataFrame(
-        {
-            "source_video_id": ["s"] * n,
-            "candidate_video_id": [f"c{i}" for i in range(n)],
-            "content_similarity": RNG.uniform(0.65, 1, n),
-        }
-    )
+    pairs = _one_source_pairs(n)
     tower_cos = RNG.uniform(-1, 1, n)
     content = pairs["content_similarity"].to_numpy()
     label = RNG.random(n) < 1 / (1 + np.exp(-(-2 * tower_cos + 12 * content - 14)))

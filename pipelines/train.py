@@ -50,7 +50,8 @@ def run_train(
 def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     """The objectives whose two-tower side the offline evaluation of this configuration and
     data left out of the fused score: it added less than `weights.two_tower_min_gain` of
-    validation AUC in the evaluation's own fit, or the objective had too few held-out positive
+    validation AUC in the evaluation's own fit, its cosine did not raise the chance of a positive
+    (the calibration has no two-tower side), or the objective had too few held-out positive
     pairs to be calibrated at all (its score was the candidate's training rate, no cosine). The
     production fit need not train them. [] without such an evaluation. `say`: log the decision."""
     try:
@@ -71,6 +72,12 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     uncalibrated = {
         name for name, calibration in fusion.get("calibrations", {}).items() if calibration is None
     }
+    # A calibration without a two-tower side: the cosine did not raise the chance of a positive.
+    no_side = {
+        name
+        for name, calibration in fusion.get("calibrations", {}).items()
+        if calibration is not None and "two_tower" not in calibration.get("sides", {})
+    }
     if weak and say:
         log.info(
             "two-tower models not trained for %s: in the offline evaluation's fit they added "
@@ -85,7 +92,13 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
             "score was the candidate's training rate and no cosine counted",
             ", ".join(sorted(uncalibrated)),
         )
-    return sorted(weak | uncalibrated)
+    if no_side and say:
+        log.info(
+            "two-tower models not trained for %s: in the offline evaluation's fit their cosine "
+            "did not raise the chance of a positive pair, so the calibration left them out",
+            ", ".join(sorted(no_side)),
+        )
+    return sorted(weak | uncalibrated | no_side)
 
 
 def _version_tags(config: Config, until: pd.Timestamp | None) -> dict[str, str]:

@@ -206,8 +206,9 @@ def test_the_mlflow_ui_over_the_sqlite_store_shows_runs_and_versions(toy_trained
 
 def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_path, caplog):
     """Two-tower models the evaluation's fusion did not use are not trained again: those whose
-    validation gain was below weights.two_tower_min_gain, and those of an objective with too few
-    held-out positive pairs to calibrate (its score was the candidate's rate, no cosine). An
+    validation gain was below weights.two_tower_min_gain, those whose cosine the calibration left
+    out, and those of an objective with too few held-out positive pairs to calibrate (its score
+    was the candidate's rate, no cosine). An
     evaluation of another configuration or data decides nothing."""
     import json
 
@@ -220,7 +221,8 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
     manifest = workspace.validated_dir(config) / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}")
-    calibrated = {"sides": {}, "prior": {}, "use_two_tower": True, "auc": {}}
+    calibrated = {"sides": {"als": {}, "two_tower": {}}, "prior": {}, "use_two_tower": True}
+    als_only = {**calibrated, "sides": {"als": {}}}  # the tower's cosine did not help
     summary = {
         "config_digest": registry.config_digest(config.raw),
         "data_digest": registry.file_digest(manifest),
@@ -232,7 +234,7 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
             "calibrations": {
                 "click": calibrated,
                 "play_time": calibrated,
-                "like": calibrated,
+                "like": als_only,
                 "share": None,
                 "dislike": None,
             },
@@ -242,7 +244,8 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(summary))
     with caplog.at_level("INFO", logger="pipelines.train"):
-        assert evaluated_two_tower_drops(config) == ["dislike", "play_time", "share"]
+        assert evaluated_two_tower_drops(config) == ["dislike", "like", "play_time", "share"]
     assert "too few held-out positive pairs" in caplog.text
+    assert "did not raise the chance" in caplog.text
     path.write_text(json.dumps({**summary, "data_digest": "other data"}))
     assert evaluated_two_tower_drops(config) == []

@@ -247,15 +247,23 @@ def method_lists(
     )
     multi = None
     previous = _previous_folder(config, folder)
+    # What both fits are made from, hashed once (the events and features are the large part).
+    inputs = _stage2_inputs(config, train) if needs_multi or needs_single else {}
     if needs_multi:
         log.info("evaluation: the multi-task method (coordinating network and routing)")
-        _fit_stage2_once(config, train, multi_dir, previous)
+        _fit_stage2_once(config, train, multi_dir, previous, inputs)
         multi = stage3.model_vectors(config, multi_dir)
         fusions[MULTI_TASK], _ = stage3.fit(config, multi_dir, pairs, train)
     if needs_single:
         log.info("evaluation: the single-objective models (every positive, no routing)")
         _fit_stage2_once(
-            config, train, single_dir, previous, use_routing=False, two_tower_for=single_towers
+            config,
+            train,
+            single_dir,
+            previous,
+            inputs,
+            use_routing=False,
+            two_tower_for=single_towers,
         )
 
     def merged(name: str) -> pd.DataFrame:
@@ -325,13 +333,14 @@ def _fit_stage2_once(
     train: pd.DataFrame,
     folder: Path,
     previous: Path | None,
+    inputs: dict,
     use_routing: bool = True,
     two_tower_for: Collection[str] | None = None,
 ) -> None:
     """Stage 2 fitted on `train` into `folder`, or the previous evaluation's fit linked there
     when it was made from the same training events, features, settings and code: a change of
     the merge, weights or evaluation settings alone then refits no network."""
-    key = _stage2_key(config, train, use_routing, two_tower_for)
+    key = _stage2_key(config, train, use_routing, two_tower_for, inputs)
     old = previous / folder.name if previous is not None else None
     if old is not None and _stage2_key_of(old) == key:
         shutil.copytree(old, folder, copy_function=_link_or_copy)
@@ -352,9 +361,23 @@ def _stage2_key(
     train: pd.DataFrame,
     use_routing: bool,
     two_tower_for: Collection[str] | None,
+    inputs: dict | None = None,
 ) -> str:
-    """What a stage-2 fit depends on: its settings, the training events, the published
-    features and the code it runs."""
+    """What a stage-2 fit depends on: `inputs` (`_stage2_inputs`, computed when not given),
+    whether it routes, and which objectives get a two-tower model."""
+    shared = inputs or _stage2_inputs(config, train)
+    return registry.digest(
+        {
+            **shared,
+            "routing": use_routing,
+            "two_tower_for": None if two_tower_for is None else sorted(two_tower_for),
+        }
+    )
+
+
+def _stage2_inputs(config: Config, train: pd.DataFrame) -> dict:
+    """What every stage-2 fit on `train` is made from: its settings, the training events, the
+    published features and the code it runs."""
     sources = workspace.feature_repo_dir(config) / "data" / "sources"
     features = {
         path.name: registry.file_digest(path)
@@ -363,17 +386,13 @@ def _stage2_key(
     }
     rows = pd.util.hash_pandas_object(train, index=False).to_numpy()
     keys = (*TRAINING_KEYS, "data", f"datasets.{config.data.dataset}")
-    return registry.digest(
-        {
-            "config": {key: lookup(config.raw, key) for key in keys},
-            "columns": list(train.columns),
-            "events": hashlib.sha256(rows.tobytes()).hexdigest(),
-            "features": features,
-            "code": code_digest("pipelines.stage2"),
-            "routing": use_routing,
-            "two_tower_for": None if two_tower_for is None else sorted(two_tower_for),
-        }
-    )
+    return {
+        "config": {key: lookup(config.raw, key) for key in keys},
+        "columns": list(train.columns),
+        "events": hashlib.sha256(rows.tobytes()).hexdigest(),
+        "features": features,
+        "code": code_digest("pipelines.stage2"),
+    }
 
 
 def _stage2_key_of(folder: Path) -> str | None:

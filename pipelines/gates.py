@@ -17,8 +17,6 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
 import pandas as pd
 
 from pipelines.config import GateSettings
@@ -152,6 +150,8 @@ def input_suites(
 ) -> dict[str, list]:
     """The expectations of each input table, each carrying table, column and check in `meta`;
     list cells are checked to be written joined with `list_separator`."""
+    import great_expectations.expectations as gxe  # imported here: seconds to load
+
     latest = (now + pd.Timedelta(settings.future_slack)).isoformat()
     suites: dict[str, list] = {name: [] for name in schemas}
 
@@ -291,6 +291,8 @@ def run_suites(
     replacing what was there. `file_findings` (errors) of `file_checks` checks made on the files
     themselves join the report first (`file_warnings`: warnings of such checks); `refine`, if
     given, rewords each finding (its hint), or drops it by returning None."""
+    import great_expectations as gx  # imported here: seconds to load, and only a gate needs it
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(gate)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
@@ -75,6 +74,8 @@ def related_lists_suite(max_tied_list_share: float) -> list:
     float rounding of 1 - share; a real excess is at least 1 / lists, far larger."""
     if not 0 <= max_tied_list_share <= 1:
         raise ValueError(f"max_tied_list_share must be in [0, 1], not {max_tied_list_share}")
+    import great_expectations.expectations as gxe  # imported here: seconds to load
+
     share = f"{max_tied_list_share * 100:g}%"
     return [
         expectation(
@@ -89,6 +90,8 @@ def related_lists_suite(max_tied_list_share: float) -> list:
 
 
 def related_suite(top_n: int) -> list:
+    import great_expectations.expectations as gxe  # imported here: seconds to load
+
     def expect(kind: type, about: str | None, check: str, **kwargs) -> object:
         return expectation(kind, TABLE, about, check, **kwargs)
 

@@ -160,9 +160,14 @@ def test_file_findings_name_a_directory_another_delimiter_and_a_nul():
 
 def test_the_gates_import_in_a_plain_python_c_process():
     # With pyspark lacking its connect extras, importing Great Expectations from `python -c`
-    # made pyspark call sys.exit(0) silently; the pinned extras prevent it.
+    # made pyspark call sys.exit(0) silently; the pinned extras prevent it. The gates import
+    # Great Expectations only when they run (see test_imports.py), so import it here too.
     done = subprocess.run(
-        [sys.executable, "-c", "import pipelines.gates; print('imported')"],
+        [
+            sys.executable,
+            "-c",
+            "import pipelines.gates, great_expectations.expectations; print('imported')",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

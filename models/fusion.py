@@ -38,7 +38,16 @@ from models.weights import ObjectiveWeights, equal_weights, fit_transition_weigh
 log = logging.getLogger(__name__)
 
 Vectors = Mapping[str, tuple[ItemVectors | None, ItemVectors | None]]
-WEIGHTINGS = ("transitions", "equal", "retention")
+# Small enough to only break the ties of a bar's main signal (every signal here is at most ~20).
+TIE = 1e-6
+# The simple lists the method must beat, as weightings over the pair evidence: offered beside
+# the learnt ones, so a log where one of them orders the validation slice clearly better gets it.
+BARS = {
+    "popularity": {"popularity": 1.0},
+    "cooccurrence": {"cooccurrence": 1.0, "popularity": TIE},
+    "content": {"content": 1.0, "popularity": TIE},
+}
+WEIGHTINGS = ("transitions", "equal", "retention", *BARS)
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,7 @@ def fit_fusion(
     two_tower = _two_tower_gain(pairs, vectors, priors, late, calibrations, objectives, settings)
     for name, figures in two_tower.items():
         keep = figures["gain"] >= settings.two_tower_min_gain
+        figures["kept"] = keep
         calibrations[name] = _with_two_tower(calibrations[name], keep)
         if not keep:
             log.warning(
@@ -237,12 +247,16 @@ def fit_fusion(
                 figures["with"],
                 figures["without"],
             )
+    _two_tower_list_gain(
+        pairs, vectors, priors, early, late, calibrations, objectives, settings, two_tower
+    )
     options = {
         "transitions": _transition_weights(
             pairs, vectors, priors, early, calibrations, objectives, settings
         ),
         "equal": equal_weights(names),
         **({"retention": retention} if retention is not None else {}),
+        **bar_weightings(names, settings.evidence),
     }
     judged = {
         option: _judge(pairs, vectors, priors, late, calibrations, objectives, w.weights, settings)
@@ -251,7 +265,10 @@ def fit_fusion(
     validation = {option: _figures(values) for option, values in judged.items()}
     chosen = weighting if weighting != "auto" else _best(judged, options, settings.selection_z)
     if chosen not in options:
-        raise ValueError(f"weighting {chosen!r}: no such weighting here (no retention weights)")
+        raise ValueError(
+            f"weighting {chosen!r}: no such weighting here (no retention weights, or a bar over "
+            "evidence that weights.evidence leaves out)"
+        )
     # Refit on every held-out event, keeping the decisions made on the later slice.
     final = _calibrate(pairs, vectors, priors, heldout, objectives, settings)
     for name, calibration in calibrations.items():
@@ -262,6 +279,24 @@ def fit_fusion(
     if chosen == "transitions":
         weights = _transition_weights(pairs, vectors, priors, heldout, final, objectives, settings)
     return Fusion(final, weights, chosen, validation, two_tower)
+
+
+def bar_weightings(names: Sequence[str], evidence: Sequence[str]) -> dict[str, ObjectiveWeights]:
+    """The bars of BARS whose signals are all weighed evidence, as weightings (objectives 0)."""
+    offered = {}
+    for bar, signals in BARS.items():
+        if set(signals) <= set(evidence):
+            weights = {name: 0.0 for name in names} | {e: signals.get(e, 0.0) for e in evidence}
+            offered[bar] = ObjectiveWeights(
+                weights=weights,
+                coefficients=dict.fromkeys(weights, 0.0),
+                clipped=(),
+                intercept=0.0,
+                n_users=0,
+                retained_share=0.0,
+                method=bar,
+            )
+    return offered
 
 
 def _with_two_tower(
@@ -338,6 +373,50 @@ def _two_tower_gain(pairs, vectors, priors, heldout, calibrations, objectives, s
         without = roc_auc(label, objective_score(calibration, cosines, shared, False))
         figures[objective.name] = {"with": with_it, "without": without, "gain": with_it - without}
     return figures
+
+
+def _two_tower_list_gain(
+    pairs, vectors, priors, early, late, calibrations, objectives, settings, figures
+) -> None:
+    """Per objective whose two-tower side passed the AUC test: the validation lists (recall and
+    NDCG of `settings.select_on`, transition weights learnt on `early`) with the side against
+    without it. The side stays only where it lifts them by more than `settings.selection_z`
+    standard errors of the paired difference: a model must earn its cost on what the list is
+    for. Updates `calibrations` and `figures` (list_gain, list_error, kept) in place."""
+    kept = [
+        name
+        for name, calibration in calibrations.items()
+        if calibration is not None
+        and calibration.use_two_tower
+        and "two_tower" in calibration.sides
+        and name in figures
+    ]
+    if not kept:
+        return
+    weights = _transition_weights(
+        pairs, vectors, priors, early, calibrations, objectives, settings
+    ).weights
+    with_all = _judge(pairs, vectors, priors, late, calibrations, objectives, weights, settings)
+    for name in kept:
+        without = {**calibrations, name: _with_two_tower(calibrations[name], False)}
+        judged = _judge(pairs, vectors, priors, late, without, objectives, weights, settings)
+        difference = (with_all - judged).dropna()
+        gain = float(difference.mean()) if len(difference) else 0.0
+        error = (
+            float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
+        )
+        keep = gain > 0 and gain > settings.selection_z * error
+        figures[name].update(list_gain=gain, list_error=error, kept=keep)
+        if not keep:
+            calibrations[name] = _with_two_tower(calibrations[name], False)
+            log.warning(
+                "two-tower-%s does not lift the validation lists (%+.4f, standard error %.4f, "
+                "recall and NDCG of %s): left out of the fusion; the production fit skips it",
+                name,
+                gain,
+                error,
+                ", ".join(settings.select_on),
+            )
 
 
 def _transition_weights(pairs, vectors, priors, heldout, calibrations, objectives, settings):

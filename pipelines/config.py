@@ -304,7 +304,9 @@ class TrainingConfig(Section):
 class MergeConfig(Section):
     top_n: int
     manual_weights: dict[str, float]
-    weights: Literal["auto", "transitions", "equal", "retention"]
+    weights: Literal[
+        "auto", "transitions", "equal", "retention", "popularity", "cooccurrence", "content"
+    ]
     max_tied_list_share: float
 
 

@@ -134,12 +134,19 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
 
 
 def _validation_metrics(fusion) -> dict[str, float]:
-    """The weighting options' validation figures and each two-tower side's AUC with and without."""
+    """The weighting options' validation figures and each two-tower side's AUC with and without
+    (two_tower_auc_<with|without|gain>_<k>), its lift of the validation lists and whether it
+    stayed (two_tower_<list_gain|list_error|kept>_<k>)."""
     figures = {
         f"validation_{option}_{name}": value
         for option, values in fusion.validation.items()
         for name, value in values.items()
     }
-    for name, aucs in fusion.two_tower.items():
-        figures.update({f"two_tower_auc_{which}_{name}": v for which, v in aucs.items()})
+    for name, values in fusion.two_tower.items():
+        figures.update(
+            {
+                f"two_tower_{'' if which.startswith(('list', 'kept')) else 'auc_'}{which}_{name}": v
+                for which, v in values.items()
+            }
+        )
     return {k: float(v) for k, v in figures.items() if v == v}

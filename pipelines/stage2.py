@@ -35,7 +35,7 @@ from models.routing import (
 from pipelines import feature_store, fit_jobs, hooks, parallel, registry, tracking, workspace
 from pipelines.config import Config, Objective
 from pipelines.stage1 import profiles_from_store
-from pipelines.stage3 import ALL_PRIORS_FILE, HELDOUT_FILE, PRIORS_FILE
+from pipelines.workspace import ALL_PRIORS_FILE, HELDOUT_FILE, OUTPUTS_FILE, PRIORS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def _train_coordinating(
         outputs = pd.concat(
             [frame[["user_id", "video_id", "ts"]], predictions.drop(columns="fold")], axis=1
         )
-        outputs.to_parquet(folder / "coordinating_outputs.parquet", index=False)
+        outputs.to_parquet(folder / OUTPUTS_FILE, index=False)
         mlflow.log_text(report.to_string(), "routing_report.txt")
         if tags is None:
             return routed, report, ""

@@ -33,13 +33,10 @@ from models.weights import (
 )
 from pipelines.config import Config
 from pipelines.data.io import DataFileError
+from pipelines.workspace import ALL_PRIORS_FILE, HELDOUT_FILE, OUTPUTS_FILE, PRIORS_FILE
 
 log = logging.getLogger(__name__)
 
-HELDOUT_FILE = "heldout_events.parquet"
-PRIORS_FILE = "video_priors.parquet"  # among the events the models learnt from
-ALL_PRIORS_FILE = "video_priors_all.parquet"  # among every training event
-OUTPUTS_FILE = "coordinating_outputs.parquet"
 
 Vectors = dict[str, tuple[ItemVectors | None, ItemVectors | None]]
 

@@ -50,7 +50,8 @@ def run_train(
 def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     """The objectives whose two-tower side the offline evaluation of this configuration and
     data left out of the fused score: it added less than `weights.two_tower_min_gain` of
-    validation AUC in the evaluation's own fit, its cosine did not raise the chance of a positive
+    validation AUC in the evaluation's own fit or did not lift the validation lists, its cosine
+    did not raise the chance of a positive
     (the calibration has no two-tower side), or the objective had too few held-out positive
     pairs to be calibrated at all (its score was the candidate's training rate, no cosine). The
     production fit need not train them. [] without such an evaluation. `say`: log the decision."""
@@ -69,6 +70,7 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
         if isinstance(figures.get("gain"), float)
         and figures["gain"] < config.weights.two_tower_min_gain
     }
+    flat = {name for name, figures in gains.items() if figures.get("kept") is False} - weak
     uncalibrated = {
         name for name, calibration in fusion.get("calibrations", {}).items() if calibration is None
     }
@@ -85,6 +87,12 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
             ", ".join(sorted(weak)),
             config.weights.two_tower_min_gain,
         )
+    if flat and say:
+        log.info(
+            "two-tower models not trained for %s: in the offline evaluation's fit they did not "
+            "lift the validation lists (recall and NDCG of weights.select_on) beyond noise",
+            ", ".join(sorted(flat)),
+        )
     if uncalibrated and say:
         log.info(
             "two-tower models not trained for %s: in the offline evaluation's fit too few "
@@ -98,7 +106,7 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
             "did not raise the chance of a positive pair, so the calibration left them out",
             ", ".join(sorted(no_side)),
         )
-    return sorted(weak | uncalibrated | no_side)
+    return sorted(weak | flat | uncalibrated | no_side)
 
 
 def _version_tags(config: Config, until: pd.Timestamp | None) -> dict[str, str]:

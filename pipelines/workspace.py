@@ -21,6 +21,11 @@ from pipelines.data.io import DataFileError, find_table, read_table
 PAIRS_FILE = "candidate_pairs.parquet"  # the candidates step's pairs
 TABLE_FILE = "related_table.parquet"  # the merge step's related table
 EVALUATION_SUMMARY = "evaluation.json"  # the evaluate step's summary
+# In a folder of stage-2 models (train's, or the evaluation's): what stage 3 learns from.
+HELDOUT_FILE = "heldout_events.parquet"  # events no stage-2 model saw
+PRIORS_FILE = "video_priors.parquet"  # per video, among the events the models learnt from
+ALL_PRIORS_FILE = "video_priors_all.parquet"  # per video, among every training event
+OUTPUTS_FILE = "coordinating_outputs.parquet"  # the coordinating network's outputs per event
 
 
 def dataset_dir(config: Config) -> Path:

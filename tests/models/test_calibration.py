@@ -27,6 +27,7 @@ from models.fusion import (
     signal_scores,
     weighted_score,
 )
+from models.merge import rank_related
 from models.vectors import ItemVectors
 from models.weights import fit_objective_weights, fit_transition_weights
 
@@ -340,3 +341,50 @@ def test_evidence_columns_read_the_pairs_and_the_priors():
     np.testing.assert_allclose(columns["cooccurrence"], 0.0)  # the pairs carry no co-clicks
     with pytest.raises(ValueError, match="not of"):
         evidence_columns(pairs, priors, ["recency"], "click")
+
+
+def test_the_simple_bars_are_weightings_judged_beside_the_learnt_ones():
+    pairs, vectors, priors, heldout = _world()
+    evidence = dataclasses.replace(SETTINGS, evidence=("content", "popularity"))
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, evidence, None)
+    # Only the bars whose signals are weighed evidence are offered (no co-occurrence here).
+    assert {"popularity", "content"} <= set(fusion.validation)
+    assert "cooccurrence" not in fusion.validation
+    chosen = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, evidence, None, "popularity")
+    weights = chosen.weights.weights
+    assert chosen.weighting == "popularity" and weights["popularity"] == 1.0
+    assert weights["click"] == weights["dislike"] == weights["content"] == 0.0
+    # Its lists are the candidates by popularity, ties by content similarity: the bar's order.
+    scores = signal_scores(pairs, vectors, priors, chosen.calibrations, OBJECTIVES, evidence)
+    ranked = pairs.assign(
+        score=weighted_score(scores, OBJECTIVES, weights), clicks=scores["popularity"]
+    )
+    mine = rank_related(ranked, 5)
+    bar = ranked.sort_values(
+        ["source_video_id", "clicks", "content_similarity", "candidate_video_id"],
+        ascending=[True, False, False, True],
+    )
+    bar = bar.groupby("source_video_id").head(5)
+    assert mine["candidate_video_id"].tolist() == bar["candidate_video_id"].tolist()
+    # The learnt weighting, which knows the truth here, is not displaced by a bar.
+    assert fusion.weighting == "transitions"
+    with pytest.raises(ValueError, match="leaves out"):
+        fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "popularity")
+
+
+def test_a_two_tower_stays_only_where_it_lifts_the_validation_lists():
+    pairs, vectors, priors, heldout = _world()
+    als, tower = vectors["click"]
+    # Past the AUC test (no minimum gain), a tower that knows nothing changes no list for the
+    # better: it is left out, and the figures say why.
+    lenient = dataclasses.replace(SETTINGS, two_tower_min_gain=-1.0)
+    fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, lenient, None)
+    figures = fusion.two_tower["click"]
+    assert figures["gain"] < 0 and figures["kept"] is False and "list_gain" in figures
+    assert not fusion.calibrations["click"].use_two_tower
+    # A tower that knows what the ALS side does not earns its place on the lists.
+    swapped = {**vectors, "click": (tower, als)}
+    fusion = fit_fusion(pairs, swapped, priors, heldout, OBJECTIVES, lenient, None)
+    figures = fusion.two_tower["click"]
+    assert figures["kept"] is True and figures["list_gain"] > 0
+    assert fusion.calibrations["click"].use_two_tower

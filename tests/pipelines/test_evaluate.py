@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from models.fusion import Fusion
+from models.fusion import WEIGHTINGS, Fusion
 from pipelines import evaluate as evaluate_step
 from pipelines import feature_store, fit_jobs, stage2, stage3, workspace
 from pipelines.config import ConfigError, load_config
@@ -196,7 +196,7 @@ def test_lists_summary_and_report_are_written_and_logged(evaluated):
     assert "| multi-task |" in markdown and "%" in markdown
     assert "## Score diagnostics" in markdown and "Weighting of the full method" in markdown
     assert set(summary["diagnostics"]) >= {"multi-task", "no-two-tower", "no-learned-weights"}
-    assert summary["fusion"]["weighting"] in ("transitions", "equal", "retention")
+    assert summary["fusion"]["weighting"] in WEIGHTINGS
     # The full method against each bar and ablation, with intervals, in the summary and report.
     compared = summary["comparisons"]
     assert set(compared) >= {"gated-cooccurrence", BASELINE, "no-gate"}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.fusion import WEIGHTINGS
 from pipelines import merge as merge_step
 from pipelines.gate_report import GateFailed
 from pipelines.merge import run_merge
@@ -43,7 +44,7 @@ def test_the_merge_run_logs_its_fusion_and_score_diagnostics(merged, toy_trained
         filter_string="tags.mlflow.runName = 'merge'", order_by=["start_time DESC"]
     ).iloc[0]
     metrics = {k.removeprefix("metrics."): v for k, v in run.items() if k.startswith("metrics.")}
-    assert run["params.weighting"] in ("transitions", "equal", "retention")
+    assert run["params.weighting"] in WEIGHTINGS
     for name in ("tied_list_share", "distinct_scores_per_list_mean", "rows_at_max_share"):
         assert f"diagnostic_{name}" in metrics
     assert metrics["diagnostic_tied_list_share"] <= toy_trained.config.merge.max_tied_list_share

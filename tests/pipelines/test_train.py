@@ -206,7 +206,8 @@ def test_the_mlflow_ui_over_the_sqlite_store_shows_runs_and_versions(toy_trained
 
 def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_path, caplog):
     """Two-tower models the evaluation's fusion did not use are not trained again: those whose
-    validation gain was below weights.two_tower_min_gain, those whose cosine the calibration left
+    validation gain was below weights.two_tower_min_gain, those that did not lift the validation
+    lists, those whose cosine the calibration left
     out, and those of an objective with too few held-out positive pairs to calibrate (its score
     was the candidate's rate, no cosine). An
     evaluation of another configuration or data decides nothing."""
@@ -230,12 +231,19 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
             "two_tower": {
                 "click": {"with": 0.80, "without": 0.79, "gain": 0.01},
                 "play_time": {"with": 0.80, "without": 0.799, "gain": 0.001},
+                "share": {
+                    "with": 0.8,
+                    "without": 0.7,
+                    "gain": 0.1,
+                    "list_gain": 0.0,
+                    "kept": False,
+                },
             },
             "calibrations": {
                 "click": calibrated,
                 "play_time": calibrated,
                 "like": als_only,
-                "share": None,
+                "share": calibrated,
                 "dislike": None,
             },
         },
@@ -247,5 +255,6 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
         assert evaluated_two_tower_drops(config) == ["dislike", "like", "play_time", "share"]
     assert "too few held-out positive pairs" in caplog.text
     assert "did not raise the chance" in caplog.text
+    assert "did not lift the validation lists" in caplog.text
     path.write_text(json.dumps({**summary, "data_digest": "other data"}))
     assert evaluated_two_tower_drops(config) == []

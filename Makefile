@@ -37,14 +37,14 @@ chromium:
 
 # The suite on 2 pytest-xdist worker processes; tests/conftest.py makes `--dist loadscope` hand
 # out its work units (the tests sharing an expensive fixture: one worker builds it once), longest
-# first. On a quiet 2-core machine: 13.5 min, against 24.3 min in one process (TEST_WORKERS=0).
+# first. On a quiet 2-core machine: about 10 min, against 24.3 min in one process (TEST_WORKERS=0).
 TEST_WORKERS ?= 2
 test: install redis chromium
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The tests that need no trained chain, server or Spark (fixtures that do are marked slow in
 # tests/conftest.py, and so are the tests SLOW_TESTS there lists: the input gate's data docs,
-# network fits, worker processes). About 2 minutes on 2 cores; `make test` runs everything.
+# network fits, worker processes). About 1.5 minutes on 2 cores; `make test` runs everything.
 test-quick: install
 	$(PY) -m pytest -m "not slow and not spark" $(PYTEST_ARGS)
 

@@ -1,10 +1,12 @@
 """Stage 3's learned parts, fitted on held-out training events: per objective the calibration of
-each side's cosine, whether the two-tower side earns its place, and which objective weighting
-(retention, transitions, equal) orders the lists best on a later validation slice.
+each side's cosine, whether the two-tower side earns its place (validation AUC, then the
+validation lists), and which objective weighting (transitions, equal, retention, or a simple
+bar's own order) orders the lists best on a later validation slice.
 
 The transition weighting also weighs the pair's own evidence (`EVIDENCE`: content similarity,
 co-click Jaccard and count, the candidate's popularity), the signals of the simple lists the method
-must beat: a list learnt over its inputs should never lose to one of them.
+must beat: a list learnt over its inputs should never lose to one of them, and the bars' orders
+are options judged beside it.
 
 The held-out events are training events no stage-2 model saw. Their earlier part fits the maps
 and the transition weights; their later part (never a test day) judges the choices; the maps and

@@ -260,8 +260,11 @@ def fit_fusion(
         **({"retention": retention} if retention is not None else {}),
         **bar_weightings(names, settings.evidence),
     }
+    cache: dict = {}  # every option is judged on the same signals
     judged = {
-        option: _judge(pairs, vectors, priors, late, calibrations, objectives, w.weights, settings)
+        option: _judge(
+            pairs, vectors, priors, late, calibrations, objectives, w.weights, settings, cache
+        )
         for option, w in options.items()
     }
     validation = {option: _figures(values) for option, values in judged.items()}
@@ -461,13 +464,21 @@ def _satisfied(heldout: pd.DataFrame, objectives: Sequence[FusionObjective]) -> 
     return heldout.assign(**cleared)
 
 
-def _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, settings):
+def _judge(
+    pairs, vectors, priors, heldout, calibrations, objectives, weights, settings, cache=None
+):
     """The lists one weighting gives the validation sources, judged: per objective of
     `settings.select_on`, the hit share (recall) and NDCG of each source with positives, as a
-    Series indexed by (metric, source); `_figures` turns it into the means."""
-    sources = heldout["source_video_id"].astype(str).unique()
-    chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
-    scores = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
+    Series indexed by (metric, source); `_figures` turns it into the means. `cache`: a dict
+    kept across calls with the same pairs, held-out events and calibrations, so the signals
+    (cosines above all) are computed once for every weighting judged."""
+    cache = {} if cache is None else cache
+    if "scores" not in cache:
+        sources = heldout["source_video_id"].astype(str).unique()
+        chosen = pairs[pairs["source_video_id"].astype(str).isin(sources)].reset_index(drop=True)
+        cache["pairs"] = chosen
+        cache["scores"] = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
+    chosen, scores = cache["pairs"], cache["scores"]
     lists = chosen.assign(score=weighted_score(scores, objectives, weights))
     lists = rank_related(lists, settings.at, settings.gated_first).rename(
         columns={"source_video_id": "video_id", "candidate_video_id": "related_video_id"}

@@ -82,6 +82,9 @@ class Fusion:
     weighting: str
     validation: dict[str, dict[str, float]] = field(default_factory=dict)  # option -> metrics
     two_tower: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> AUCs
+    # The chosen weighting's validation figures per (metric, source), as `_judge` gives them:
+    # what another fit of stage 2 is compared with (not saved).
+    judged: pd.Series | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -283,7 +286,30 @@ def fit_fusion(
     weights = options[chosen]
     if chosen == "transitions":
         weights = _transition_weights(pairs, vectors, priors, heldout, final, objectives, settings)
-    return Fusion(final, weights, chosen, validation, two_tower)
+    return Fusion(final, weights, chosen, validation, two_tower, judged[chosen])
+
+
+def two_tower_sides(calibrations: Mapping[str, ObjectiveCalibration | None]) -> list[str]:
+    """The objectives whose two-tower side these calibrations (a fusion's) keep."""
+    return [
+        name
+        for name, c in calibrations.items()
+        if c is not None and c.use_two_tower and "two_tower" in c.sides
+    ]
+
+
+def paired_gain(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """The mean of `a - b` over the (metric, source) entries both judged, and its standard
+    error: how much one fit's validation lists beat another's, paired source by source."""
+    difference = (a - b).dropna()
+    gain = float(difference.mean()) if len(difference) else 0.0
+    error = float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
+    return gain, error
+
+
+def lifts(gain: float, error: float, z: float) -> bool:
+    """A gain beyond `z` standard errors: what a model must show to earn its cost."""
+    return gain > 0 and gain > z * error
 
 
 def bar_weightings(names: Sequence[str], evidence: Sequence[str]) -> dict[str, ObjectiveWeights]:
@@ -388,14 +414,7 @@ def _two_tower_list_gain(
     without it. The side stays only where it lifts them by more than `settings.selection_z`
     standard errors of the paired difference: a model must earn its cost on what the list is
     for. Updates `calibrations` and `figures` (list_gain, list_error, kept) in place."""
-    kept = [
-        name
-        for name, calibration in calibrations.items()
-        if calibration is not None
-        and calibration.use_two_tower
-        and "two_tower" in calibration.sides
-        and name in figures
-    ]
+    kept = [name for name in two_tower_sides(calibrations) if name in figures]
     if not kept:
         return
     weights = _transition_weights(
@@ -405,12 +424,8 @@ def _two_tower_list_gain(
     for name in kept:
         without = {**calibrations, name: _with_two_tower(calibrations[name], False)}
         judged = _judge(pairs, vectors, priors, late, without, objectives, weights, settings)
-        difference = (with_all - judged).dropna()
-        gain = float(difference.mean()) if len(difference) else 0.0
-        error = (
-            float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
-        )
-        keep = gain > 0 and gain > settings.selection_z * error
+        gain, error = paired_gain(with_all, judged)
+        keep = lifts(gain, error, settings.selection_z)
         figures[name].update(list_gain=gain, list_error=error, kept=keep)
         if not keep:
             calibrations[name] = _with_two_tower(calibrations[name], False)

@@ -297,6 +297,7 @@ class TrainingConfig(Section):
     min_positives: int
     spark_master: str
     two_tower_skip: list[str]
+    routing: Literal["auto", "always", "never"]
     workers: Annotated[int, _check(lambda n: n >= 0, "must be at least 0 (0: one per core)")]
     parallel_min_events: int
 

@@ -33,7 +33,7 @@ from models.baselines import (
 )
 from models.candidates import pair_similarity, shared_values
 from models.diagnostics import score_diagnostics
-from models.fusion import Fusion
+from models.fusion import Fusion, lifts, paired_gain, two_tower_sides
 from models.metrics import (
     LOWER_IS_BETTER,
     OBJECTIVE_LABELS,
@@ -118,7 +118,10 @@ def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evalua
         profiles = profiles_from_store(workspace.feature_repo_dir(config))
         diagnostics: dict[str, dict[str, float]] = {}
         fusions: dict[str, Fusion] = {}
-        lists = method_lists(config, train, folder, profiles, methods, diagnostics, fusions)
+        decisions: dict[str, dict] = {}
+        lists = method_lists(
+            config, train, folder, profiles, methods, diagnostics, fusions, decisions
+        )
         matrix, video_ids, _ = profiles
         counts = train["video_id"].value_counts()
         cold = {v for v in video_ids if counts.get(v, 0) <= config.evaluation.cold_max_events}
@@ -151,6 +154,8 @@ def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evalua
                 for method, figures in diagnostics.items()
             },
             "fusion": fusions[MULTI_TASK].to_dict() if MULTI_TASK in fusions else None,
+            # Whether the full method routes by the coordinating network (training.routing).
+            "routing": decisions.get("routing"),
             # The full method minus each bar and ablation, with a paired-bootstrap 95% interval.
             "comparisons": {
                 method: {
@@ -172,6 +177,11 @@ def run_evaluate(config: Config, methods: Sequence[str] | None = None) -> Evalua
             table, change, summary, config.candidates.threshold, report_folder
         )
         _log_methods(table, change, diagnostics)
+        routing = decisions.get("routing")
+        if routing is not None:
+            mlflow.log_metrics(
+                {f"routing_{k}": float(v) for k, v in routing.items() if k != "mode"}
+            )
         mlflow.log_metrics({"seconds": time.perf_counter() - started, "cold_videos": len(cold)})
         mlflow.log_artifacts(str(report_folder), artifact_path="report")
         mlflow.log_artifact(str(folder / "metrics.csv"))
@@ -223,13 +233,16 @@ def method_lists(
     methods: Sequence[str] | None = None,
     diagnostics: dict[str, dict[str, float]] | None = None,
     fusions: dict[str, Fusion] | None = None,
+    decisions: dict | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each chosen method's related lists (all when None), trained on `train` only, in the
     report's order. Only the models the chosen methods need are trained. `profiles`: the
     (matrix, video ids, vocabulary) of `profiles_from_store`. The merged methods' score
-    diagnostics and the full method's fusion are put into `diagnostics` and `fusions`."""
+    diagnostics and the full method's fusion are put into `diagnostics` and `fusions`, and the
+    routing decision (`_routing_decision`) into `decisions`."""
     diagnostics = {} if diagnostics is None else diagnostics
     fusions = {} if fusions is None else fusions
+    decisions = {} if decisions is None else decisions
     chosen = chosen_methods(config, methods)
     n = config.merge.top_n
     multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
@@ -237,45 +250,58 @@ def method_lists(
     single_towers = (
         None if "no-cn" in chosen else {"click"} if "two-tower-click" in chosen else set()
     )
-    needs_single = "no-cn" in chosen or any(
-        m.startswith("als-") or m == "two-tower-click" for m in chosen
+    needs_single = (
+        "no-cn" in chosen
+        or (needs_multi and config.training.routing != "always")  # judged against, or used
+        or any(m.startswith("als-") or m == "two-tower-click" for m in chosen)
     )
     matrix, video_ids, vocabulary = profiles
     # Stage 1 again, its ties at the cap broken by the training days' popularity only.
     pairs = find_candidates(
         matrix, video_ids, vocabulary, config, False, popularity(train, video_ids)
     )
-    multi = None
     previous = _previous_folder(config, folder)
     # What both fits are made from, hashed once (the events and features are the large part).
     inputs = _stage2_inputs(config, train) if needs_multi or needs_single else {}
-    if needs_multi:
+    mode = config.training.routing
+    kept_towers: set[str] = set()
+    if needs_multi and mode != "never":
         log.info("evaluation: the multi-task method (coordinating network and routing)")
         _fit_stage2_once(config, train, multi_dir, previous, inputs)
-        multi = stage3.model_vectors(config, multi_dir)
         fusions[MULTI_TASK], _ = stage3.fit(config, multi_dir, pairs, train)
+        kept_towers = set(two_tower_sides(fusions[MULTI_TASK].calibrations))
     if needs_single:
         log.info("evaluation: the single-objective models (every positive, no routing)")
+        # The towers the full method kept are fitted here too, so the method without the
+        # network is judged with the same parts.
+        towers = None if single_towers is None else single_towers | kept_towers
         _fit_stage2_once(
-            config,
-            train,
-            single_dir,
-            previous,
-            inputs,
-            use_routing=False,
-            two_tower_for=single_towers,
+            config, train, single_dir, previous, inputs, use_routing=False, two_tower_for=towers
         )
+    no_cn: list[Fusion] = []
+
+    def no_cn_fusion() -> Fusion:
+        if not no_cn:
+            no_cn.append(stage3.fit(config, single_dir, pairs, train)[0])
+        return no_cn[0]
+
+    base = multi_dir
+    if needs_multi:
+        decision = _routing_decision(config, fusions.get(MULTI_TASK), no_cn_fusion)
+        decisions["routing"] = decision
+        if not decision["kept"]:
+            base, fusions[MULTI_TASK] = single_dir, no_cn_fusion()
+    multi = stage3.model_vectors(config, base) if needs_multi else None
 
     def merged(name: str) -> pd.DataFrame:
         if name == "no-cn":
             vectors = stage3.model_vectors(config, single_dir)
-            fusion, _ = stage3.fit(config, single_dir, pairs, train)
             priors = stage3.read_priors(single_dir)
-            return stage3.table(config, pairs, vectors, priors, fusion, train)
-        priors = stage3.read_priors(multi_dir)
+            return stage3.table(config, pairs, vectors, priors, no_cn_fusion(), train)
+        priors = stage3.read_priors(base)
         if name == "no-two-tower":
-            vectors = stage3.model_vectors(config, multi_dir, two_tower=False)
-            fusion, _ = stage3.fit(config, multi_dir, pairs, train, vectors=vectors)
+            vectors = stage3.model_vectors(config, base, two_tower=False)
+            fusion, _ = stage3.fit(config, base, pairs, train, vectors=vectors)
             return stage3.table(config, pairs, vectors, priors, fusion, train)
         fusion = fusions[MULTI_TASK]
         if name == "no-learned-weights":
@@ -318,6 +344,33 @@ def method_lists(
             "split); lower evaluation.test_days or bring more data"
         )
     return lists
+
+
+def _routing_decision(
+    config: Config, multi: Fusion | None, no_cn: Callable[[], Fusion]
+) -> dict[str, object]:
+    """Whether the full method keeps the coordinating network's routing (`training.routing`):
+    with "auto", only where its validation lists (the chosen weighting's recall and NDCG of
+    `weights.select_on`, held-out training events) beat those of the models that learn from
+    every positive by more than `weights.selection_z` standard errors, paired by source. The
+    production fit then trains no network that the evaluation left out."""
+    mode = config.training.routing
+    if mode == "never" or multi is None:
+        return {"mode": mode, "kept": False}
+    if mode == "always" or config.merge.weights == "retention":  # retention reads its outputs
+        return {"mode": mode, "kept": True}
+    gain, error = paired_gain(multi.judged, no_cn().judged)
+    kept = lifts(gain, error, config.weights.selection_z)
+    say = log.info if kept else log.warning
+    say(
+        "coordinating network: its routing %s the validation lists (%+.4f, standard error "
+        "%.4f, against every positive teaching each objective)%s",
+        "lifts" if kept else "does not lift",
+        gain,
+        error,
+        "" if kept else ": left out of the full method; the production fit skips it",
+    )
+    return {"mode": mode, "kept": kept, "gain": gain, "error": error}
 
 
 def _previous_folder(config: Config, folder: Path) -> Path | None:

@@ -255,6 +255,18 @@ def _diagnostics_markdown(summary: Mapping) -> list[str]:
                 f"- two-tower-{name}: validation AUC {aucs['with']:.4f} with it, "
                 f"{aucs['without']:.4f} without"
             )
+    routing = summary.get("routing")
+    if routing and "gain" in routing:
+        lines.append(
+            f"- coordinating network: {'kept' if routing['kept'] else 'left out'} (its routing "
+            f"moves the validation lists by {routing['gain']:+.4f}, standard error "
+            f"{routing['error']:.4f}, against models learning from every positive)"
+        )
+    elif routing:
+        lines.append(
+            f"- coordinating network: {'kept' if routing['kept'] else 'left out'} "
+            f"(training.routing: {routing['mode']})"
+        )
     return lines
 
 

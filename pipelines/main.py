@@ -35,7 +35,7 @@ from pipelines.merge import run_merge
 from pipelines.promote import Decision, run_promote
 from pipelines.publish import Published, run_publish
 from pipelines.registry import MODEL_NAME
-from pipelines.train import evaluated_two_tower_drops, run_train
+from pipelines.train import evaluated_routing, evaluated_two_tower_drops, run_train
 from pipelines.validate import run_validate
 
 log = logging.getLogger(__name__)
@@ -112,15 +112,20 @@ def steps(config: Config) -> list[Step]:
             workspace.evaluation_dir,
             (*TRAINING_KEYS, "merge", "weights", "evaluation"),
         ),
-        # Train takes from the evaluation only which two-tower models to skip: a change of the
-        # merge or evaluation settings reruns the evaluation, and training only when that
-        # decision changes.
+        # Train takes from the evaluation only which two-tower models to skip and whether to
+        # route by the coordinating network: a change of the merge or evaluation settings
+        # reruns the evaluation, and training only when those decisions change.
         Step(
             "train",
-            lambda c: run_train(c, skip_two_tower=evaluated_two_tower_drops(c)),
+            lambda c: run_train(
+                c, skip_two_tower=evaluated_two_tower_drops(c), use_routing=evaluated_routing(c)
+            ),
             workspace.models_dir,
             TRAINING_KEYS,
-            lambda c: {"two_tower_skipped": ",".join(evaluated_two_tower_drops(c, say=False))},
+            lambda c: {
+                "two_tower_skipped": ",".join(evaluated_two_tower_drops(c, say=False)),
+                "routing": evaluated_routing(c, say=False),
+            },
             after="candidates",
         ),
         Step("merge", lambda c: run_merge(c), workspace.related_dir, ("merge", "weights")),

@@ -24,11 +24,17 @@ log = logging.getLogger(__name__)
 
 
 def run_train(
-    config: Config, until: pd.Timestamp | None = None, skip_two_tower: Collection[str] = ()
+    config: Config,
+    until: pd.Timestamp | None = None,
+    skip_two_tower: Collection[str] = (),
+    use_routing: bool | None = None,
 ) -> Trained:
     """Stage 2 on the validated events (before `until` when given): every model registered,
     the item vectors and network outputs published to the data set's models folder. No
-    two-tower model for the objectives in `skip_two_tower`."""
+    two-tower model for the objectives in `skip_two_tower`; no coordinating network without
+    `use_routing` (default: unless `training.routing` is never)."""
+    if use_routing is None:
+        use_routing = config.training.routing != "never"
     events = workspace.read_events(config, until)
     params = {
         "dataset": config.data.dataset,
@@ -37,14 +43,50 @@ def run_train(
         "objectives": ",".join(config.objective_names()),
         "als_engine": config.training.als_engine,
         "two_tower_skipped_by_evaluation": ",".join(skip_two_tower) or "none",
+        "routing": use_routing,
     }
     tags = _version_tags(config, until)
     towers = [name for name in config.objective_names() if name not in skip_two_tower]
     with tracking.step_run("train", params), publish_folder(workspace.models_dir(config)) as folder:
-        trained = fit_stage2(config, events, folder, tags=tags, two_tower_for=towers)
+        trained = fit_stage2(
+            config, events, folder, tags=tags, use_routing=use_routing, two_tower_for=towers
+        )
         mlflow.log_metrics({f"seconds_{name}": s for name, s in trained.seconds.items()})
     trained.folder = workspace.models_dir(config)
     return trained
+
+
+def evaluated_routing(config: Config, say: bool = True) -> bool:
+    """Whether the production fit trains the coordinating network: `training.routing` always
+    or never; with auto, unless the offline evaluation of this configuration and data found its
+    routing lifting nothing (`pipelines.evaluate._routing_decision`). `say`: log the decision."""
+    mode = config.training.routing
+    if mode != "auto":
+        return mode == "always"
+    decision = (_same_evaluation(config) or {}).get("routing") or {}
+    if decision.get("kept", True):
+        return True
+    if say:
+        log.info(
+            "coordinating network not trained: in the offline evaluation's fit its routing did "
+            "not lift the validation lists (%+.4f, standard error %.4f) over models learning "
+            "from every positive (training.routing: always keeps it)",
+            decision.get("gain", float("nan")),
+            decision.get("error", float("nan")),
+        )
+    return False
+
+
+def _same_evaluation(config: Config) -> dict | None:
+    """The offline evaluation's summary when it was made from this configuration and data."""
+    try:
+        summary = workspace.read_evaluation(config)
+    except DataFileError:
+        return None
+    same = summary.get("config_digest") == registry.config_digest(config.raw) and summary.get(
+        "data_digest"
+    ) == registry.file_digest(workspace.validated_manifest(config))
+    return summary if same else None
 
 
 def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
@@ -55,14 +97,10 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     (the calibration has no two-tower side), or the objective had too few held-out positive
     pairs to be calibrated at all (its score was the candidate's training rate, no cosine). The
     production fit need not train them. [] without such an evaluation. `say`: log the decision."""
-    try:
-        summary = workspace.read_evaluation(config)
-    except DataFileError:
+    summary = _same_evaluation(config)
+    if summary is None:
         return []
-    same = summary.get("config_digest") == registry.config_digest(config.raw) and summary.get(
-        "data_digest"
-    ) == registry.file_digest(workspace.validated_manifest(config))
-    fusion = (summary.get("fusion") or {}) if same else {}
+    fusion = summary.get("fusion") or {}
     gains = fusion.get("two_tower", {})
     weak = {
         name

@@ -197,6 +197,16 @@ def test_lists_summary_and_report_are_written_and_logged(evaluated):
     assert "## Score diagnostics" in markdown and "Weighting of the full method" in markdown
     assert set(summary["diagnostics"]) >= {"multi-task", "no-two-tower", "no-learned-weights"}
     assert summary["fusion"]["weighting"] in WEIGHTINGS
+    # The network's routing was judged on validation; where it lifted nothing, the full
+    # method is the method without it.
+    routing = summary["routing"]
+    assert routing["mode"] == "auto" and isinstance(routing["kept"], bool)
+    assert routing["kept"] == (routing["gain"] > 1.645 * routing["error"] and routing["gain"] > 0)
+    lists = evaluation.folder / "lists"
+    full, no_cn = (pd.read_parquet(lists / f"{m}.parquet") for m in ("multi-task", "no-cn"))
+    if not routing["kept"]:
+        pd.testing.assert_frame_equal(full, no_cn)
+    assert "- coordinating network: " in markdown
     # The full method against each bar and ablation, with intervals, in the summary and report.
     compared = summary["comparisons"]
     assert set(compared) >= {"gated-cooccurrence", BASELINE, "no-gate"}
@@ -206,6 +216,7 @@ def test_lists_summary_and_report_are_written_and_logged(evaluated):
     assert "| gated-cooccurrence | " in markdown.split("## The full method against")[1]
     run = mlflow.get_run(evaluation.run_id)
     assert run.data.params["baseline"] == BASELINE
+    assert run.data.metrics["routing_kept"] == float(routing["kept"])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(evaluation.run_id, "report")}
     assert "report/report.html" in artifacts
     children = mlflow.search_runs(
@@ -282,3 +293,38 @@ def test_a_merge_change_reuses_the_stage2_fits_and_a_training_change_refits(toy_
     assert key != evaluate_step._stage2_key(epochs, train, True, None)
     assert key != evaluate_step._stage2_key(config, train.iloc[1:], True, None)
     assert key != evaluate_step._stage2_key(config, train, False, None)
+
+
+def _judged(values: list[float]) -> pd.Series:
+    index = pd.MultiIndex.from_product([["recall_click"], [f"v{i}" for i in range(len(values))]])
+    return pd.Series(values, index=index)
+
+
+def _fusion(values: list[float]) -> Fusion:
+    from models.weights import equal_weights
+
+    return Fusion({}, equal_weights(["click"]), "equal", judged=_judged(values))
+
+
+def test_the_network_stays_only_where_it_lifts_the_validation_lists(tmp_path):
+    """training.routing auto keeps the coordinating network only where the full method's
+    validation lists beat those of the models learning from every positive by selection_z
+    standard errors (paired by source); always and never decide without judging, and the
+    retention weighting, which reads the network's outputs, keeps it."""
+    decide = evaluate_step._routing_decision
+    rng = [0.2, 0.5, 0.1, 0.4, 0.3, 0.6, 0.2, 0.5]
+    without = _fusion(rng)
+    lifted = _fusion([v + 0.1 + 0.01 * (i % 2) for i, v in enumerate(rng)])
+    noise = _fusion([v + (0.01 if i % 2 else -0.01) for i, v in enumerate(rng)])
+    config = toy_config(tmp_path)
+    kept = decide(config, lifted, lambda: without)
+    assert kept["kept"] and kept["gain"] > 0.1 and kept["mode"] == "auto"
+    assert not decide(config, noise, lambda: without)["kept"]
+    assert not decide(config, without, lambda: without)["kept"]  # a tie keeps the cheaper
+
+    def unused() -> Fusion:
+        raise AssertionError("judged without need")
+
+    assert decide(toy_config(tmp_path, "training.routing=always"), noise, unused)["kept"]
+    assert not decide(toy_config(tmp_path, "training.routing=never"), None, unused)["kept"]
+    assert decide(toy_config(tmp_path, "merge.weights=retention"), noise, unused)["kept"]

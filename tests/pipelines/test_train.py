@@ -258,3 +258,40 @@ def test_the_production_fit_skips_the_two_towers_the_evaluation_left_out(tmp_pat
     assert "did not lift the validation lists" in caplog.text
     path.write_text(json.dumps({**summary, "data_digest": "other data"}))
     assert evaluated_two_tower_drops(config) == []
+
+
+def test_the_production_fit_routes_as_the_evaluation_decided(tmp_path, caplog):
+    """With training.routing auto, the production fit trains the coordinating network unless
+    the evaluation of this configuration and data found its routing lifting nothing; always
+    and never decide alone."""
+    import json
+
+    from pipelines import registry, workspace
+    from pipelines.config import load_config
+    from pipelines.train import evaluated_routing
+
+    config = load_config(overrides=[f"paths.workspace={tmp_path}"])
+    assert evaluated_routing(config)  # no evaluation yet: the paper's
+    manifest = workspace.validated_dir(config) / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    summary = {
+        "config_digest": registry.config_digest(config.raw),
+        "data_digest": registry.file_digest(manifest),
+        "routing": {"mode": "auto", "kept": False, "gain": -0.001, "error": 0.002},
+    }
+    path = workspace.evaluation_dir(config) / workspace.EVALUATION_SUMMARY
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(summary))
+    with caplog.at_level("INFO", logger="pipelines.train"):
+        assert not evaluated_routing(config)
+    assert "coordinating network not trained" in caplog.text
+    always = load_config(overrides=[f"paths.workspace={tmp_path}", "training.routing=always"])
+    assert evaluated_routing(always)
+    never = load_config(overrides=[f"paths.workspace={tmp_path}", "training.routing=never"])
+    assert not evaluated_routing(never)
+    kept = {**summary, "routing": {"mode": "auto", "kept": True, "gain": 0.01, "error": 0.001}}
+    path.write_text(json.dumps(kept))
+    assert evaluated_routing(config)
+    path.write_text(json.dumps({**summary, "data_digest": "other data"}))
+    assert evaluated_routing(config)

@@ -264,45 +264,65 @@ def method_lists(
     # What both fits are made from, hashed once (the events and features are the large part).
     inputs = _stage2_inputs(config, train) if needs_multi or needs_single else {}
     mode = config.training.routing
+    fitted: dict[tuple[str, bool], Fusion] = {}
+
+    def fusion_of(stage2: Path, two_tower: bool = True) -> Fusion:
+        """The fusion of a stage-2 folder's models (without their two-tower sides: `two_tower`
+        False), fitted once."""
+        vectors = stage3.model_vectors(config, stage2, two_tower)
+        two_tower = any(tower is not None for _, tower in vectors.values())
+        key = (stage2.name, two_tower)
+        if key not in fitted:
+            fitted[key] = stage3.fit(config, stage2, pairs, train, vectors=vectors)[0]
+        return fitted[key]
+
     kept_towers: set[str] = set()
     if needs_multi and mode != "never":
         log.info("evaluation: the multi-task method (coordinating network and routing)")
         _fit_stage2_once(config, train, multi_dir, previous, inputs)
-        fusions[MULTI_TASK], _ = stage3.fit(config, multi_dir, pairs, train)
+        fusions[MULTI_TASK] = fusion_of(multi_dir)
         kept_towers = set(two_tower_sides(fusions[MULTI_TASK].calibrations))
     if needs_single:
         log.info("evaluation: the single-objective models (every positive, no routing)")
-        # The towers the full method kept are fitted here too, so the method without the
-        # network is judged with the same parts.
-        towers = None if single_towers is None else single_towers | kept_towers
         _fit_stage2_once(
-            config, train, single_dir, previous, inputs, use_routing=False, two_tower_for=towers
+            config, train, single_dir, previous, inputs, False, two_tower_for=single_towers
         )
-    no_cn: list[Fusion] = []
-
-    def no_cn_fusion() -> Fusion:
-        if not no_cn:
-            no_cn.append(stage3.fit(config, single_dir, pairs, train)[0])
-        return no_cn[0]
-
     base = multi_dir
     if needs_multi:
-        decision = _routing_decision(config, fusions.get(MULTI_TASK), no_cn_fusion)
+        multi_fit = (lambda: fusion_of(multi_dir, False)) if mode != "never" else None
+        decision = _routing_decision(config, multi_fit, lambda: fusion_of(single_dir, False))
         decisions["routing"] = decision
         if not decision["kept"]:
-            base, fusions[MULTI_TASK] = single_dir, no_cn_fusion()
+            base = single_dir
+            missing = kept_towers - (
+                set(config.objective_names()) if single_towers is None else single_towers
+            )
+            if missing:
+                # The towers the network's fit kept, fitted on every positive: judged again
+                # there, they are what the production fit would train.
+                log.info(
+                    "evaluation: the models without the network again, with the two-tower "
+                    "models the network's fit kept (%s)",
+                    ", ".join(sorted(missing)),
+                )
+                shutil.rmtree(single_dir)
+                fitted.pop((single_dir.name, False), None)
+                towers = (single_towers or set()) | kept_towers
+                _fit_stage2_once(
+                    config, train, single_dir, previous, inputs, False, two_tower_for=towers
+                )
+            fusions[MULTI_TASK] = fusion_of(single_dir)
     multi = stage3.model_vectors(config, base) if needs_multi else None
 
     def merged(name: str) -> pd.DataFrame:
         if name == "no-cn":
             vectors = stage3.model_vectors(config, single_dir)
             priors = stage3.read_priors(single_dir)
-            return stage3.table(config, pairs, vectors, priors, no_cn_fusion(), train)
+            return stage3.table(config, pairs, vectors, priors, fusion_of(single_dir), train)
         priors = stage3.read_priors(base)
         if name == "no-two-tower":
             vectors = stage3.model_vectors(config, base, two_tower=False)
-            fusion, _ = stage3.fit(config, base, pairs, train, vectors=vectors)
-            return stage3.table(config, pairs, vectors, priors, fusion, train)
+            return stage3.table(config, pairs, vectors, priors, fusion_of(base, False), train)
         fusion = fusions[MULTI_TASK]
         if name == "no-learned-weights":
             equal = {objective: 1.0 for objective in config.objective_names()}
@@ -347,24 +367,27 @@ def method_lists(
 
 
 def _routing_decision(
-    config: Config, multi: Fusion | None, no_cn: Callable[[], Fusion]
+    config: Config, multi: Callable[[], Fusion] | None, no_cn: Callable[[], Fusion]
 ) -> dict[str, object]:
     """Whether the full method keeps the coordinating network's routing (`training.routing`):
-    with "auto", only where its validation lists (the chosen weighting's recall and NDCG of
-    `weights.select_on`, held-out training events) beat those of the models that learn from
-    every positive by more than `weights.selection_z` standard errors, paired by source. The
-    production fit then trains no network that the evaluation left out."""
+    with "auto", only where the validation lists of its models (the fusion's chosen weighting,
+    recall and NDCG of `weights.select_on`, held-out training events) beat those of the models
+    that learn from every positive by more than `weights.selection_z` standard errors, paired
+    by source. Both fusions leave the two-tower sides out: routing is judged on ALS, the
+    priors and the evidence, and the towers after, on the fit chosen (a tower costs minutes
+    at a million events; it is not fitted twice to judge the network). `multi` and `no_cn`
+    give those fusions; None: the network was not fitted."""
     mode = config.training.routing
     if mode == "never" or multi is None:
         return {"mode": mode, "kept": False}
     if mode == "always" or config.merge.weights == "retention":  # retention reads its outputs
         return {"mode": mode, "kept": True}
-    gain, error = paired_gain(multi.judged, no_cn().judged)
+    gain, error = paired_gain(multi().judged, no_cn().judged)
     kept = lifts(gain, error, config.weights.selection_z)
     say = log.info if kept else log.warning
     say(
         "coordinating network: its routing %s the validation lists (%+.4f, standard error "
-        "%.4f, against every positive teaching each objective)%s",
+        "%.4f, against every positive teaching each objective; ALS, priors and evidence)%s",
         "lifts" if kept else "does not lift",
         gain,
         error,

@@ -317,14 +317,14 @@ def test_the_network_stays_only_where_it_lifts_the_validation_lists(tmp_path):
     lifted = _fusion([v + 0.1 + 0.01 * (i % 2) for i, v in enumerate(rng)])
     noise = _fusion([v + (0.01 if i % 2 else -0.01) for i, v in enumerate(rng)])
     config = toy_config(tmp_path)
-    kept = decide(config, lifted, lambda: without)
+    kept = decide(config, lambda: lifted, lambda: without)
     assert kept["kept"] and kept["gain"] > 0.1 and kept["mode"] == "auto"
-    assert not decide(config, noise, lambda: without)["kept"]
-    assert not decide(config, without, lambda: without)["kept"]  # a tie keeps the cheaper
+    assert not decide(config, lambda: noise, lambda: without)["kept"]
+    assert not decide(config, lambda: without, lambda: without)["kept"]  # a tie: the cheaper
 
     def unused() -> Fusion:
         raise AssertionError("judged without need")
 
-    assert decide(toy_config(tmp_path, "training.routing=always"), noise, unused)["kept"]
+    assert decide(toy_config(tmp_path, "training.routing=always"), unused, unused)["kept"]
     assert not decide(toy_config(tmp_path, "training.routing=never"), None, unused)["kept"]
-    assert decide(toy_config(tmp_path, "merge.weights=retention"), noise, unused)["kept"]
+    assert decide(toy_config(tmp_path, "merge.weights=retention"), unused, unused)["kept"]

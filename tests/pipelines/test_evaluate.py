@@ -295,6 +295,55 @@ def test_a_merge_change_reuses_the_stage2_fits_and_a_training_change_refits(toy_
     assert key != evaluate_step._stage2_key(config, train, False, None)
 
 
+def test_a_left_out_network_hands_the_towers_it_kept_to_the_fit_without_it(toy_pipeline, tmp_path):
+    """Where the network is left out, the full method is the fit without it, and the two-tower
+    models the network's fit kept are fitted there too (what production would train), judged
+    by that fit's own fusion; nothing else is fitted twice."""
+    root = tmp_path / "workspace"
+    shutil.copytree(toy_pipeline.config.paths.workspace, root)
+    shutil.rmtree(root / "data" / "synthetic" / "evaluation", ignore_errors=True)
+    fitted = []
+    real = evaluate_step.fit_stage2
+
+    def counted(config, events, folder, *args, **kwargs):
+        towers = kwargs.get("two_tower_for")
+        fitted.append((folder.name, None if towers is None else sorted(towers)))
+        return real(config, events, folder, *args, **kwargs)
+
+    left_out = {"mode": "auto", "kept": False, "gain": 0.0, "error": 0.0}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_step, "fit_stage2", counted)
+        patch.setattr(evaluate_step, "two_tower_sides", lambda calibrations: ["click"])
+        patch.setattr(evaluate_step, "_routing_decision", lambda *args: left_out)
+        config = toy_config(root, "training.workers=1")
+        evaluation = run_evaluate(config, ["multi-task", "no-cn", BASELINE])
+    assert fitted == [
+        ("models-multi-task", None),
+        ("models-single-objective", None),  # no-cn: every tower
+    ]
+    summary = read_evaluation(config)
+    assert summary["routing"] == left_out
+    lists = evaluation.folder / "lists"
+    full, no_cn = (pd.read_parquet(lists / f"{m}.parquet") for m in ("multi-task", "no-cn"))
+    pd.testing.assert_frame_equal(full, no_cn)
+
+    fitted.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_step, "fit_stage2", counted)
+        patch.setattr(evaluate_step, "two_tower_sides", lambda calibrations: ["click"])
+        patch.setattr(evaluate_step, "_routing_decision", lambda *args: left_out)
+        patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
+        evaluation = run_evaluate(config, ["multi-task", BASELINE])
+    assert fitted == [
+        ("models-multi-task", None),
+        ("models-single-objective", []),  # the routing judged on ALS: no tower yet
+        ("models-single-objective", ["click"]),  # left out: the kept tower, without it
+    ]
+    single = evaluation.folder / "models-single-objective"
+    assert (single / "two-tower-click.item_vectors.parquet").exists()
+    assert "click" in read_evaluation(config)["fusion"]["two_tower"]
+
+
 def _judged(values: list[float]) -> pd.Series:
     index = pd.MultiIndex.from_product([["recall_click"], [f"v{i}" for i in range(len(values))]])
     return pd.Series(values, index=index)

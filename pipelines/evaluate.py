@@ -33,7 +33,7 @@ from models.baselines import (
 )
 from models.candidates import pair_similarity, shared_values
 from models.diagnostics import score_diagnostics
-from models.fusion import Fusion, lifts, paired_gain, two_tower_sides
+from models.fusion import Fusion, lifts, paired_gain
 from models.metrics import (
     LOWER_IS_BETTER,
     OBJECTIVE_LABELS,
@@ -276,12 +276,16 @@ def method_lists(
             fitted[key] = stage3.fit(config, stage2, pairs, train, vectors=vectors)[0]
         return fitted[key]
 
-    kept_towers: set[str] = set()
+    # With routing "auto" the network's fit has no towers at first: the routing is judged on
+    # ALS, priors and evidence, and the towers (minutes at a million events) are fitted once,
+    # on the fit the decision keeps.
+    judged = needs_multi and mode == "auto" and config.merge.weights != "retention"
+    if needs_multi and mode == "never":
+        single_towers = None  # the fit without the network is the full method
     if needs_multi and mode != "never":
         log.info("evaluation: the multi-task method (coordinating network and routing)")
-        _fit_stage2_once(config, train, multi_dir, previous, inputs)
-        fusions[MULTI_TASK] = fusion_of(multi_dir)
-        kept_towers = set(two_tower_sides(fusions[MULTI_TASK].calibrations))
+        multi_towers = set() if judged else None
+        _fit_stage2_once(config, train, multi_dir, previous, inputs, two_tower_for=multi_towers)
     if needs_single:
         log.info("evaluation: the single-objective models (every positive, no routing)")
         _fit_stage2_once(
@@ -292,26 +296,16 @@ def method_lists(
         multi_fit = (lambda: fusion_of(multi_dir, False)) if mode != "never" else None
         decision = _routing_decision(config, multi_fit, lambda: fusion_of(single_dir, False))
         decisions["routing"] = decision
-        if not decision["kept"]:
-            base = single_dir
-            missing = kept_towers - (
-                set(config.objective_names()) if single_towers is None else single_towers
-            )
-            if missing:
-                # The towers the network's fit kept, fitted on every positive: judged again
-                # there, they are what the production fit would train.
-                log.info(
-                    "evaluation: the models without the network again, with the two-tower "
-                    "models the network's fit kept (%s)",
-                    ", ".join(sorted(missing)),
-                )
-                shutil.rmtree(single_dir)
-                fitted.pop((single_dir.name, False), None)
-                towers = (single_towers or set()) | kept_towers
-                _fit_stage2_once(
-                    config, train, single_dir, previous, inputs, False, two_tower_for=towers
-                )
-            fusions[MULTI_TASK] = fusion_of(single_dir)
+        kept = bool(decision["kept"])
+        base = multi_dir if kept else single_dir
+        if (judged and kept) or (not kept and single_towers is not None):
+            # The kept fit again, now with its two-tower models (the same seeds: the same ALS
+            # and routing as judged); production trains what its fusion keeps of them.
+            log.info("evaluation: %s again, with its two-tower models", base.name)
+            shutil.rmtree(base)
+            fitted.pop((base.name, False), None)
+            _fit_stage2_once(config, train, base, previous, inputs, kept)
+        fusions[MULTI_TASK] = fusion_of(base)
     multi = stage3.model_vectors(config, base) if needs_multi else None
 
     def merged(name: str) -> pd.DataFrame:

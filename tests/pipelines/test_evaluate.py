@@ -295,10 +295,10 @@ def test_a_merge_change_reuses_the_stage2_fits_and_a_training_change_refits(toy_
     assert key != evaluate_step._stage2_key(config, train, False, None)
 
 
-def test_a_left_out_network_hands_the_towers_it_kept_to_the_fit_without_it(toy_pipeline, tmp_path):
-    """Where the network is left out, the full method is the fit without it, and the two-tower
-    models the network's fit kept are fitted there too (what production would train), judged
-    by that fit's own fusion; nothing else is fitted twice."""
+def test_the_towers_are_fitted_once_on_the_fit_the_routing_decision_keeps(toy_pipeline, tmp_path):
+    """The network's fit has no towers while its routing is judged; the towers are fitted once,
+    on the fit the decision keeps (what production would train), and judged by that fit's own
+    fusion; where no-cn already holds every tower nothing is fitted twice."""
     root = tmp_path / "workspace"
     shutil.copytree(toy_pipeline.config.paths.workspace, root)
     shutil.rmtree(root / "data" / "synthetic" / "evaluation", ignore_errors=True)
@@ -310,38 +310,46 @@ def test_a_left_out_network_hands_the_towers_it_kept_to_the_fit_without_it(toy_p
         fitted.append((folder.name, None if towers is None else sorted(towers)))
         return real(config, events, folder, *args, **kwargs)
 
-    left_out = {"mode": "auto", "kept": False, "gain": 0.0, "error": 0.0}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_step, "fit_stage2", counted)
-        patch.setattr(evaluate_step, "two_tower_sides", lambda calibrations: ["click"])
-        patch.setattr(evaluate_step, "_routing_decision", lambda *args: left_out)
-        config = toy_config(root, "training.workers=1")
-        evaluation = run_evaluate(config, ["multi-task", "no-cn", BASELINE])
+    def evaluated(methods, kept):
+        decision = {"mode": "auto", "kept": kept, "gain": 0.0, "error": 0.0}
+        fitted.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_step, "fit_stage2", counted)
+            patch.setattr(evaluate_step, "_routing_decision", lambda *args: decision)
+            patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
+            evaluation = run_evaluate(config, methods)
+        assert read_evaluation(config)["routing"] == decision
+        return evaluation
+
+    config = toy_config(root, "training.workers=1")
+    evaluation = evaluated(["multi-task", "no-cn", BASELINE], kept=False)
     assert fitted == [
-        ("models-multi-task", None),
+        ("models-multi-task", []),  # the routing judged on ALS: no tower
         ("models-single-objective", None),  # no-cn: every tower
     ]
-    summary = read_evaluation(config)
-    assert summary["routing"] == left_out
     lists = evaluation.folder / "lists"
     full, no_cn = (pd.read_parquet(lists / f"{m}.parquet") for m in ("multi-task", "no-cn"))
     pd.testing.assert_frame_equal(full, no_cn)
 
-    fitted.clear()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_step, "fit_stage2", counted)
-        patch.setattr(evaluate_step, "two_tower_sides", lambda calibrations: ["click"])
-        patch.setattr(evaluate_step, "_routing_decision", lambda *args: left_out)
-        patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
-        evaluation = run_evaluate(config, ["multi-task", BASELINE])
+    evaluation = evaluated(["multi-task", BASELINE], kept=False)
     assert fitted == [
-        ("models-multi-task", None),
-        ("models-single-objective", []),  # the routing judged on ALS: no tower yet
-        ("models-single-objective", ["click"]),  # left out: the kept tower, without it
+        ("models-multi-task", []),
+        ("models-single-objective", []),
+        ("models-single-objective", None),  # left out: the towers, without the network
     ]
     single = evaluation.folder / "models-single-objective"
     assert (single / "two-tower-click.item_vectors.parquet").exists()
     assert "click" in read_evaluation(config)["fusion"]["two_tower"]
+
+    evaluation = evaluated(["multi-task", BASELINE], kept=True)
+    assert fitted == [
+        ("models-multi-task", []),
+        ("models-single-objective", []),
+        ("models-multi-task", None),  # kept: the towers, with the network's routing
+    ]
+    assert (
+        evaluation.folder / "models-multi-task" / "two-tower-click.item_vectors.parquet"
+    ).exists()
 
 
 def _judged(values: list[float]) -> pd.Series:

@@ -247,12 +247,13 @@ def method_lists(
     n = config.merge.top_n
     multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
     needs_multi = bool({MULTI_TASK, *MERGED} & set(chosen))
-    single_towers = (
-        None if "no-cn" in chosen else {"click"} if "two-tower-click" in chosen else set()
-    )
+    mode = config.training.routing
+    # Every tower where the fit without the network is no-cn, or is the full method (never).
+    every_tower = "no-cn" in chosen or (needs_multi and mode == "never")
+    single_towers = None if every_tower else {"click"} if "two-tower-click" in chosen else set()
     needs_single = (
         "no-cn" in chosen
-        or (needs_multi and config.training.routing != "always")  # judged against, or used
+        or (needs_multi and mode != "always")  # judged against, or used
         or any(m.startswith("als-") or m == "two-tower-click" for m in chosen)
     )
     matrix, video_ids, vocabulary = profiles
@@ -263,7 +264,6 @@ def method_lists(
     previous = _previous_folder(config, folder)
     # What both fits are made from, hashed once (the events and features are the large part).
     inputs = _stage2_inputs(config, train) if needs_multi or needs_single else {}
-    mode = config.training.routing
     fitted: dict[tuple[str, bool], Fusion] = {}
 
     def fusion_of(stage2: Path, two_tower: bool = True) -> Fusion:
@@ -279,9 +279,7 @@ def method_lists(
     # With routing "auto" the network's fit has no towers at first: the routing is judged on
     # ALS, priors and evidence, and the towers (minutes at a million events) are fitted once,
     # on the fit the decision keeps.
-    judged = needs_multi and mode == "auto" and config.merge.weights != "retention"
-    if needs_multi and mode == "never":
-        single_towers = None  # the fit without the network is the full method
+    judged = needs_multi and _routing_judged(config)
     if needs_multi and mode != "never":
         log.info("evaluation: the multi-task method (coordinating network and routing)")
         multi_towers = set() if judged else None
@@ -374,7 +372,7 @@ def _routing_decision(
     mode = config.training.routing
     if mode == "never" or multi is None:
         return {"mode": mode, "kept": False}
-    if mode == "always" or config.merge.weights == "retention":  # retention reads its outputs
+    if not _routing_judged(config):
         return {"mode": mode, "kept": True}
     gain, error = paired_gain(multi().judged, no_cn().judged)
     kept = lifts(gain, error, config.weights.selection_z)
@@ -388,6 +386,12 @@ def _routing_decision(
         "" if kept else ": left out of the full method; the production fit skips it",
     )
     return {"mode": mode, "kept": kept, "gain": gain, "error": error}
+
+
+def _routing_judged(config: Config) -> bool:
+    """Whether the validation lists decide the routing (`auto`); `always` keeps it, and so does
+    the retention weighting, which reads the network's outputs."""
+    return config.training.routing == "auto" and config.merge.weights != "retention"
 
 
 def _previous_folder(config: Config, folder: Path) -> Path | None:

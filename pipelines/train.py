@@ -141,8 +141,7 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
     if no_side and say:
         log.info(
             "two-tower models not trained for %s: in the offline evaluation's fit their cosine "
-            "did not raise the chance of a positive pair, so the calibration left them out (or, "
-            "the network left out, they were not fitted: with it they added nothing)",
+            "did not raise the chance of a positive pair, so the calibration left them out",
             ", ".join(sorted(no_side)),
         )
     return sorted(weak | flat | uncalibrated | no_side)

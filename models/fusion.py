@@ -233,27 +233,8 @@ def fit_fusion(
         raise ValueError(f"weighting {weighting!r}: expected auto or one of {WEIGHTINGS}")
     heldout = heldout[heldout["source_video_id"].notna()]
     names = [o.name for o in objectives]
-    if len(heldout):
-        cut = heldout["ts"].quantile(1.0 - settings.validation_share)
-        early, late = heldout[heldout["ts"] < cut], heldout[heldout["ts"] >= cut]
-    else:
-        early = late = heldout
-    calibrations = _calibrate(pairs, vectors, priors, early, objectives, settings)
-    two_tower = _two_tower_gain(pairs, vectors, priors, late, calibrations, objectives, settings)
-    for name, figures in two_tower.items():
-        keep = figures["gain"] >= settings.two_tower_min_gain
-        figures["kept"] = keep
-        calibrations[name] = _with_two_tower(calibrations[name], keep)
-        if not keep:
-            log.warning(
-                "two-tower-%s adds nothing over ALS on validation (AUC %.4f with it, %.4f "
-                "without): left out of the fusion; `two_tower.skip` can stop training it",
-                name,
-                figures["with"],
-                figures["without"],
-            )
-    _two_tower_list_gain(
-        pairs, vectors, priors, early, late, calibrations, objectives, settings, two_tower
+    early, late, calibrations, two_tower = _two_tower_decisions(
+        pairs, vectors, priors, heldout, objectives, settings
     )
     options = {
         "transitions": _transition_weights(
@@ -287,6 +268,50 @@ def fit_fusion(
     if chosen == "transitions":
         weights = _transition_weights(pairs, vectors, priors, heldout, final, objectives, settings)
     return Fusion(final, weights, chosen, validation, two_tower, judged[chosen])
+
+
+def judge_two_towers(
+    pairs: pd.DataFrame,
+    vectors: Vectors,
+    priors: pd.DataFrame,
+    heldout: pd.DataFrame,
+    objectives: Sequence[FusionObjective],
+    settings: FusionSettings,
+) -> dict[str, dict[str, float]]:
+    """The two-tower test of `fit_fusion` alone (per objective: validation AUC with and without
+    the side, then the validation lists), without fitting the weighting: what a cheap model
+    (a probe) needs judged."""
+    heldout = heldout[heldout["source_video_id"].notna()]
+    return _two_tower_decisions(pairs, vectors, priors, heldout, objectives, settings)[3]
+
+
+def _two_tower_decisions(pairs, vectors, priors, heldout, objectives, settings) -> tuple:
+    """(early, late, calibrations, figures): the held-out events split by time, the
+    calibrations fitted on the early ones with the two-tower sides that pass the tests on the
+    late ones, and those tests' figures per objective."""
+    if len(heldout):
+        cut = heldout["ts"].quantile(1.0 - settings.validation_share)
+        early, late = heldout[heldout["ts"] < cut], heldout[heldout["ts"] >= cut]
+    else:
+        early = late = heldout
+    calibrations = _calibrate(pairs, vectors, priors, early, objectives, settings)
+    two_tower = _two_tower_gain(pairs, vectors, priors, late, calibrations, objectives, settings)
+    for name, figures in two_tower.items():
+        keep = figures["gain"] >= settings.two_tower_min_gain
+        figures["kept"] = keep
+        calibrations[name] = _with_two_tower(calibrations[name], keep)
+        if not keep:
+            log.warning(
+                "two-tower-%s adds nothing over ALS on validation (AUC %.4f with it, %.4f "
+                "without): left out of the fusion; training.two_tower_skip can stop training it",
+                name,
+                figures["with"],
+                figures["without"],
+            )
+    _two_tower_list_gain(
+        pairs, vectors, priors, early, late, calibrations, objectives, settings, two_tower
+    )
+    return early, late, calibrations, two_tower
 
 
 def two_tower_sides(calibrations: Mapping[str, ObjectiveCalibration | None]) -> list[str]:

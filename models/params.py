@@ -65,3 +65,6 @@ class TwoTowerParams:
     # training positives): it teaches the item tower to place a video by its attributes alone,
     # all that a cold video has (as DropoutNet does).
     id_dropout: float
+    # Train on at most this many positives (a seeded sample of them); 0: all. The offline
+    # evaluation's probes (evaluation.two_tower_probe) use it to judge a model cheaply.
+    max_positives: int = 0

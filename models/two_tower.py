@@ -413,6 +413,9 @@ def fit_two_tower(
     keras.utils.set_random_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     positives = positives.reset_index(drop=True)
+    if 0 < params.max_positives < len(positives):
+        keep = np.sort(rng.choice(len(positives), params.max_positives, replace=False))
+        positives = positives.iloc[keep].reset_index(drop=True)
     order = rng.permutation(len(positives))
     n_validation = min(round(params.validation_share * len(positives)), len(positives) - 1)
     validation_rows, train_rows = order[:n_validation], order[n_validation:]

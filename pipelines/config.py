@@ -336,6 +336,11 @@ class WeightsConfig(Section):
 # --- Judging, promoting and serving a table ----------------------------------------------------
 
 
+class TowerProbe(Section):
+    epochs: Annotated[int, Field(ge=0)]
+    max_positives: Annotated[int, Field(ge=1)]
+
+
 class EvaluationConfig(Section):
     test_days: int
     baseline: str
@@ -349,6 +354,7 @@ class EvaluationConfig(Section):
     ungated_block_size: int
     main_methods: list[str]
     bootstrap_resamples: int
+    two_tower_probe: TowerProbe
 
 
 class ExperimentConfig(Section):

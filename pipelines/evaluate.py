@@ -7,6 +7,7 @@ swapped in whole when the step ends, with the lists the simulated experiment rep
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,12 +43,13 @@ from models.metrics import (
     paired_comparison,
     test_pairs,
 )
+from models.params import TwoTowerParams
 from pipelines import evaluation_report, parallel, registry, stage3, tracking, windows, workspace
 from pipelines.config import Config, ConfigError
 from pipelines.data.io import DataFileError, publish_folder, read_table, write_json
 from pipelines.fingerprint import TRAINING_KEYS, code_digest, lookup
 from pipelines.stage1 import find_candidates, popularity, profiles_from_store
-from pipelines.stage2 import fit_stage2
+from pipelines.stage2 import TrainingSet, fit_stage2
 from pipelines.stage3 import load_vectors
 
 log = logging.getLogger(__name__)
@@ -248,8 +250,9 @@ def method_lists(
     multi_dir, single_dir = folder / "models-multi-task", folder / "models-single-objective"
     needs_multi = bool({MULTI_TASK, *MERGED} & set(chosen))
     mode = config.training.routing
-    # Every tower where the fit without the network is no-cn, or is the full method (never).
-    every_tower = "no-cn" in chosen or (needs_multi and mode == "never")
+    # The fit without the network gets in full the towers its own methods need (no-cn: every
+    # one); the full method's others are judged after the routing decision, a probe first.
+    every_tower = "no-cn" in chosen
     single_towers = None if every_tower else {"click"} if "two-tower-click" in chosen else set()
     needs_single = (
         "no-cn" in chosen
@@ -264,6 +267,7 @@ def method_lists(
     previous = _previous_folder(config, folder)
     # What both fits are made from, hashed once (the events and features are the large part).
     inputs = _stage2_inputs(config, train) if needs_multi or needs_single else {}
+    training = TrainingSet(config, train)  # read from Feast once, if any fit needs it
     fitted: dict[tuple[str, bool], Fusion] = {}
 
     def fusion_of(stage2: Path, two_tower: bool = True) -> Fusion:
@@ -276,18 +280,17 @@ def method_lists(
             fitted[key] = stage3.fit(config, stage2, pairs, train, vectors=vectors)[0]
         return fitted[key]
 
-    # With routing "auto" the network's fit has no towers at first: the routing is judged on
-    # ALS, priors and evidence, and the towers (minutes at a million events) are fitted once,
-    # on the fit the decision keeps.
-    judged = needs_multi and _routing_judged(config)
+    # The network's fit has no towers at first: the routing is judged on ALS, priors and
+    # evidence, and the towers (minutes each at a million events) only on the fit it keeps.
     if needs_multi and mode != "never":
         log.info("evaluation: the multi-task method (coordinating network and routing)")
-        multi_towers = set() if judged else None
-        _fit_stage2_once(config, train, multi_dir, previous, inputs, two_tower_for=multi_towers)
+        _fit_stage2_once(
+            config, train, multi_dir, previous, inputs, two_tower_for=set(), training=training
+        )
     if needs_single:
         log.info("evaluation: the single-objective models (every positive, no routing)")
         _fit_stage2_once(
-            config, train, single_dir, previous, inputs, False, two_tower_for=single_towers
+            config, train, single_dir, previous, inputs, False, single_towers, training
         )
     base = multi_dir
     if needs_multi:
@@ -296,14 +299,18 @@ def method_lists(
         decisions["routing"] = decision
         kept = bool(decision["kept"])
         base = multi_dir if kept else single_dir
-        if (judged and kept) or (not kept and single_towers is not None):
-            # The kept fit again, now with its two-tower models (the same seeds: the same ALS
-            # and routing as judged); production trains what its fusion keeps of them.
-            log.info("evaluation: %s again, with its two-tower models", base.name)
-            shutil.rmtree(base)
-            fitted.pop((base.name, False), None)
-            _fit_stage2_once(config, train, base, previous, inputs, kept)
-        fusions[MULTI_TASK] = fusion_of(base)
+        names = config.objective_names()
+        # The towers the kept fit holds in full already (no-cn's, two-tower-click's).
+        held = set() if kept else set(names) if single_towers is None else single_towers
+        towers = [name for name in names if name not in held]
+
+        def forget(folder: Path) -> None:
+            fitted.pop((folder.name, True), None)
+
+        fusions[MULTI_TASK] = _judge_towers(
+            config, training, pairs, base, kept, towers, fusion_of, forget
+        )
+    del training  # the features of every training event, no longer needed
     multi = stage3.model_vectors(config, base) if needs_multi else None
 
     def merged(name: str) -> pd.DataFrame:
@@ -313,6 +320,9 @@ def method_lists(
             return stage3.table(config, pairs, vectors, priors, fusion_of(single_dir), train)
         priors = stage3.read_priors(base)
         if name == "no-two-tower":
+            towers = any(tower is not None for _, tower in multi.values())
+            if not towers and MULTI_TASK in built:  # the full method's lists, made once
+                return built[MULTI_TASK]
             vectors = stage3.model_vectors(config, base, two_tower=False)
             return stage3.table(config, pairs, vectors, priors, fusion_of(base, False), train)
         fusion = fusions[MULTI_TASK]
@@ -338,10 +348,10 @@ def method_lists(
     for name in (MULTI_TASK, *MERGED):
         builders[name] = lambda name=name: merged(name)
 
-    lists = {}
+    lists, built = {}, {}
     progress = parallel.Progress("evaluation: lists", len(chosen), 1, time.perf_counter())
     for name in chosen:
-        frame = builders[name]()
+        frame = built[name] = builders[name]()
         if frame is None:
             progress.done(f"{name}: no lists")
             continue
@@ -356,6 +366,123 @@ def method_lists(
             "split); lower evaluation.test_days or bring more data"
         )
     return lists
+
+
+def _judge_towers(
+    config: Config,
+    training: TrainingSet,
+    pairs: pd.DataFrame,
+    folder: Path,
+    use_routing: bool,
+    towers: Sequence[str],
+    fusion_of: Callable[[Path], Fusion],
+    forget: Callable[[Path], None],
+) -> Fusion:
+    """The full method's fusion, after adding to its stage-2 `folder` the two-tower models of
+    `towers` that earn their place: each is first fitted as a probe (`evaluation.
+    two_tower_probe`: a few epochs on a sample of its positives) and judged by the fusion:
+    its validation AUC must beat ALS's by `weights.two_tower_min_gain` and it must lift the
+    validation lists at all (an undertrained model's lift is not asked to be beyond noise).
+    Only the probes that pass are fitted in full and judged again, as any tower. A rejected
+    probe's figures stay in the fusion's, marked `probe`, and its vectors leave the folder:
+    production does not train it (`train.evaluated_two_tower_drops`). `forget(folder)`:
+    `fusion_of`'s cached fusion of the folder with towers is stale."""
+    train = training.events
+    towers = [name for name in towers if name not in config.training.two_tower_skip]
+    probe = config.evaluation.two_tower_probe
+    state = _stage2_key_of(folder) or ""
+    rejected: dict[str, dict] = {}
+    if towers and probe.epochs:
+        params = dataclasses.replace(
+            config.two_tower, max_epochs=probe.epochs, max_positives=probe.max_positives
+        )
+        log.info(
+            "evaluation: two-tower probes for %s (%d epochs on at most %s positives each); "
+            "only a probe that earns its place in the fusion is fitted in full",
+            ", ".join(towers),
+            probe.epochs,
+            f"{probe.max_positives:,}",
+        )
+        state, outcome = _add_towers(config, training, folder, towers, params, use_routing, state)
+        if outcome is None:
+            figures = stage3.two_tower_figures(config, folder, pairs, train, list_z=0.0)
+            promising = [name for name in towers if figures.get(name, {}).get("kept")]
+            outcome = {
+                "promising": promising,
+                "rejected": {
+                    name: {**figures[name], "probe": True}
+                    for name in towers
+                    if name in figures and name not in promising
+                },
+            }
+            for name in set(towers) - set(promising):
+                _drop_tower(folder, name)
+            _record_step(folder, state, outcome)
+            forget(folder)
+        towers, rejected = outcome["promising"], outcome["rejected"]
+        log.info("evaluation: two-tower probes passed for %s", ", ".join(towers) or "no objective")
+    if towers:
+        state, outcome = _add_towers(
+            config, training, folder, towers, config.two_tower, use_routing, state
+        )
+        if outcome is None:
+            _record_step(folder, state, {})
+            forget(folder)
+    fusion = fusion_of(folder)
+    if rejected:
+        fusion = dataclasses.replace(fusion, two_tower={**rejected, **fusion.two_tower})
+    return fusion
+
+
+def _add_towers(
+    config: Config,
+    training: TrainingSet,
+    folder: Path,
+    towers: Sequence[str],
+    params: TwoTowerParams,
+    use_routing: bool,
+    state: str,
+) -> tuple[str, dict | None]:
+    """The two-tower models of `towers` with `params` fitted into the stage-2 `folder` (its
+    routing and ALS stay), unless the folder, reused from the previous evaluation, went through
+    this same step after the same `state` already. Returns the new state (the step's key) and
+    the outcome recorded for it then (None: fitted now)."""
+    key = registry.digest(
+        {"after": state, "towers": sorted(towers), "params": dataclasses.asdict(params)}
+    )
+    steps = json.loads((folder / STAGE2_KEY).read_text()).get("steps", {})
+    if key in steps:
+        log.info("evaluation: two-tower models of %s reused (same fit, same step)", folder.name)
+        return key, steps[key]
+    for name in towers:  # a reused folder's files are links to the previous evaluation's
+        _drop_tower(folder, name)
+    fit_stage2(
+        config,
+        training.events,
+        folder,
+        use_routing=use_routing,
+        two_tower_for=towers,
+        als=False,
+        tower_params=params,
+        training=training,
+    )
+    return key, None
+
+
+def _drop_tower(folder: Path, name: str) -> None:
+    """An objective's two-tower model and vectors out of a stage-2 folder (links only
+    removed: the previous evaluation's files stay as they were)."""
+    (folder / f"two-tower-{name}.item_vectors.parquet").unlink(missing_ok=True)
+    shutil.rmtree(folder / f"two-tower-{name}", ignore_errors=True)
+
+
+def _record_step(folder: Path, key: str, outcome: dict) -> None:
+    """A tower step's outcome, kept with the folder's key for a later evaluation's reuse
+    (written anew, never through a link to the previous evaluation's file)."""
+    path = folder / STAGE2_KEY
+    record = json.loads(path.read_text())
+    record.setdefault("steps", {})[key] = outcome
+    write_json(record, path.with_name(path.name + ".new")).replace(path)
 
 
 def _routing_decision(
@@ -410,6 +537,7 @@ def _fit_stage2_once(
     inputs: dict,
     use_routing: bool = True,
     two_tower_for: Collection[str] | None = None,
+    training: TrainingSet | None = None,
 ) -> None:
     """Stage 2 fitted on `train` into `folder`, or the previous evaluation's fit linked there
     when it was made from the same training events, features, settings and code: a change of
@@ -426,7 +554,14 @@ def _fit_stage2_once(
         mlflow.set_tag(f"reused.{folder.name}", str(old))
         return
     folder.mkdir()
-    fit_stage2(config, train, folder, use_routing=use_routing, two_tower_for=two_tower_for)
+    fit_stage2(
+        config,
+        train,
+        folder,
+        use_routing=use_routing,
+        two_tower_for=two_tower_for,
+        training=training,
+    )
     write_json({"key": key}, folder / STAGE2_KEY)
 
 

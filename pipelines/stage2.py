@@ -8,6 +8,7 @@ events are written to the folder the caller gives.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import tempfile
 import time
@@ -24,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from models.als import auc_on_holdout, fit_als
 from models.candidates import pair_similarity
 from models.objectives import matrix_values
+from models.params import TwoTowerParams
 from models.routing import (
     CoordinatingInputs,
     combine_folds,
@@ -40,6 +42,34 @@ from pipelines.workspace import ALL_PRIORS_FILE, HELDOUT_FILE, OUTPUTS_FILE, PRI
 log = logging.getLogger(__name__)
 
 CONTEXT = ("has_source", "source_similarity", "hour_sin", "hour_cos", "log_duration")
+
+
+class TrainingSet:
+    """Training events with their features from Feast, each feature service read once, when
+    first needed: one set serves every stage-2 fit on the same events (the evaluation makes up
+    to four, and most of them fit no two-tower model)."""
+
+    def __init__(self, config: Config, events: pd.DataFrame) -> None:
+        self.repo = workspace.feature_repo_dir(config)
+        self.events = events
+
+    @functools.cached_property
+    def profiles(self) -> tuple:
+        return profiles_from_store(self.repo)
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The coordinating network's features and the events' context, one row per event."""
+        matrix, video_ids, _ = self.profiles
+        frame = feature_store.historical_features(self.repo, self.events, "coordinating_network")
+        frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
+        log.info("training set: %s events with their features", f"{len(frame):,}")
+        return frame
+
+    @functools.cached_property
+    def tower_rows(self) -> pd.DataFrame:
+        """The two-tower models' user features, one row per event."""
+        return feature_store.historical_features(self.repo, self.events, "two_tower")
 
 
 @dataclass
@@ -83,25 +113,37 @@ def fit_stage2(
     tags: dict[str, str] | None = None,
     use_routing: bool = True,
     two_tower_for: Collection[str] | None = None,
+    als: bool = True,
+    tower_params: TwoTowerParams | None = None,
+    training: TrainingSet | None = None,
 ) -> Trained:
     """Train stage 2 on `events` into `folder`, each model a nested run of the active run.
 
     With `tags`, every model is registered with them; without, nothing is registered (the offline
     evaluation). Without `use_routing` there is no coordinating network: each objective's models
     learn from all of its positives (the single-objective baselines and the "no CN" ablation).
-    `two_tower_for` limits the two-tower models to these objectives (default: every one)."""
-    repo = workspace.feature_repo_dir(config)
+    `two_tower_for` limits the two-tower models to these objectives (default: every one).
+    Without `als`, only two-tower models are added to a folder this function filled before
+    with the same events and `use_routing` (its network's routing, held-out events and ALS
+    stay). `tower_params`: the two-tower settings (default: the configuration's). `training`:
+    `events` with their features, when several fits share them."""
     started = time.perf_counter()
-    matrix, video_ids, vocabulary = profiles_from_store(repo)
-    frame = feature_store.historical_features(repo, events, "coordinating_network")
-    frame = pd.concat([frame, context_features(frame, matrix, video_ids)], axis=1)
-    log.info("training set: %s events with their features", f"{len(frame):,}")
+    training = TrainingSet(config, events) if training is None else training
+    if len(training.events) != len(events):
+        raise ValueError(
+            f"stage 2: a training set of {len(training.events):,} events given for {len(events):,}"
+        )
+    matrix, video_ids, vocabulary = training.profiles
+    frame = training.frame
     checks = hooks.training_checks(config, frame)  # the synthetic data set's truth checks
     workers = parallel.worker_count(config.training.workers)
     if len(events) < config.training.parallel_min_events:
         workers = 1
     with parallel.JobPool(workers) as pool:
-        if use_routing:
+        if not als:
+            routed = _routed_before(config, frame, folder, use_routing)
+            trained = Trained(folder, pd.DataFrame())
+        elif use_routing:
             routed, routing, cn_version = _train_coordinating(
                 config, frame, vocabulary.n_columns, folder, tags, checks, pool
             )
@@ -112,18 +154,20 @@ def fit_stage2(
             labels = objective_labels(frame, pairs)
             routed = labels.astype(bool).add_prefix("routed_")
             trained = Trained(folder, routing_report(labels, routed, pairs))
-        tower_rows = feature_store.historical_features(repo, events, "two_tower")
         rng = np.random.default_rng(config.seed)
         # One draw per event, shared by every objective: a held-out event is seen by no model,
         # so the merge can calibrate and weigh the objectives on it (write_heldout).
         held_out = rng.random(len(frame)) < config.training.holdout_share
-        write_heldout(config, frame, held_out, folder)
+        if als:
+            write_heldout(config, frame, held_out, folder)
         check = checks.item_vectors if checks is not None else _no_checks
         chosen = {}
         for objective in config.objectives:
             rows = routed[f"routed_{objective.name}"].to_numpy()
             if (~held_out[rows]).sum() >= config.training.min_positives:
                 chosen[objective.name] = rows
+                continue
+            if not als:  # said when the folder was filled
                 continue
             log.warning(
                 "%s: only %d routed positives (training.min_positives %d): no models; "
@@ -148,15 +192,17 @@ def fit_stage2(
             tuple(config.dataset.user_numeric),
         )
         # The two-tower fits go to the workers first; the ALS fits run here meanwhile.
+        params = config.two_tower if tower_params is None else tower_params
+        tower_rows = training.tower_rows if towers else None
         jobs = [
             _two_tower_job(
-                config, o, tower_rows[chosen[o.name]], held_out[chosen[o.name]], catalog, folder
+                o, tower_rows[chosen[o.name]], held_out[chosen[o.name]], catalog, folder, params
             )
             for o in towers
         ]
         batch = pool.start("two-tower models", jobs)
         for objective in config.objectives:
-            if objective.name not in chosen:
+            if objective.name not in chosen or not als:
                 continue
             begun, rows = time.perf_counter(), chosen[objective.name]
             with _spark_if(config) as spark:
@@ -178,13 +224,31 @@ def fit_stage2(
             name = f"two-tower-{objective.name}"
             positives = int((~held_out[chosen[objective.name]]).sum())
             trained.versions[name] = _log_two_tower(
-                config, objective, fit, positives, folder, tags, check
+                params, objective, fit, positives, folder, tags, check
             )
-            trained.seconds[objective.name] += fit.seconds
+            trained.seconds[objective.name] = trained.seconds.get(objective.name, 0) + fit.seconds
 
         batch.collect(tower_done)
     trained.versions = {name: v for name, v in trained.versions.items() if v}
     return trained
+
+
+def _routed_before(
+    config: Config, frame: pd.DataFrame, folder: Path, use_routing: bool
+) -> pd.DataFrame:
+    """routed_<objective> as the folder's fit routed `frame`: every positive without routing,
+    else by the network's out-of-fold outputs it wrote."""
+    pairs = [(objective.name, objective.label) for objective in config.objectives]
+    labels = objective_labels(frame, pairs)
+    if not use_routing:
+        return labels.astype(bool).add_prefix("routed_")
+    outputs = pd.read_parquet(folder / OUTPUTS_FILE)
+    if len(outputs) != len(frame):
+        raise ValueError(
+            f"{folder / OUTPUTS_FILE}: {len(outputs):,} rows for {len(frame):,} training events; "
+            "the folder was fitted on other events (fit it again)"
+        )
+    return route(labels, outputs, pairs, config.coordinating.threshold)
 
 
 def _skipped(config: Config, objective: Objective) -> bool:
@@ -335,16 +399,15 @@ def _train_als(
 
 
 def _two_tower_job(
-    config: Config,
     objective: Objective,
     positives: pd.DataFrame,
     holdout: np.ndarray,
     catalog: fit_jobs.TowerInputs,
     folder: Path,
+    params: TwoTowerParams,
 ) -> tuple:
     """`fit_jobs.two_tower` and its arguments: the model is saved in `folder` under its name."""
     name = f"two-tower-{objective.name}"
-    params = config.two_tower
     return fit_jobs.two_tower, (
         name,
         positives,
@@ -352,12 +415,12 @@ def _two_tower_job(
         catalog,
         params,
         folder / name,
-        config.seed,
+        params.seed,
     )
 
 
 def _log_two_tower(
-    config: Config,
+    params: TwoTowerParams,
     objective: Objective,
     fit: fit_jobs.TwoTowerFit,
     positives: int,
@@ -368,7 +431,7 @@ def _log_two_tower(
     """A finished two-tower fit as its nested run: settings, AUC, curve, hook checks; the item
     vectors written and registered."""
     name = f"two-tower-{objective.name}"
-    with tracking.step_run(name, dataclasses.asdict(config.two_tower)):
+    with tracking.step_run(name, dataclasses.asdict(params)):
         mlflow.log_metrics(
             {
                 "auc_holdout_pooled": fit.auc,

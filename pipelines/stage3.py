@@ -6,6 +6,7 @@ No MLflow here: the steps log what `fit` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from models.fusion import (
     FusionObjective,
     FusionSettings,
     fit_fusion,
+    judge_two_towers,
     signal_scores,
 )
 from models.merge import MergeObjective, related_table
@@ -161,6 +163,22 @@ def fit(
         ),
     )
     return fusion, cutoff
+
+
+def two_tower_figures(
+    config: Config, folder: Path, pairs: pd.DataFrame, events: pd.DataFrame, list_z: float
+) -> dict[str, dict[str, float]]:
+    """The fusion's two-tower test alone on the models in `folder` (as `fit` would run it, but
+    the list test at `list_z` standard errors), without the weighting."""
+    heldout = pd.read_parquet(folder / HELDOUT_FILE)
+    return judge_two_towers(
+        with_cooccurrence(pairs, _without(events, heldout)),
+        model_vectors(config, folder),
+        read_priors(folder, every_event=False),
+        heldout,
+        fusion_objectives(config),
+        dataclasses.replace(fusion_settings(config), selection_z=list_z),
+    )
 
 
 def with_cooccurrence(pairs: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ tags), users who each like one series, and one video per series that no one has 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -157,6 +158,20 @@ def test_same_seed_same_vectors(world):
     one_epoch = replace(PARAMS, max_epochs=1)
     first, second = fit(world, one_epoch).item_vectors(), fit(world, one_epoch).item_vectors()
     assert np.array_equal(first.video_ids, second.video_ids)
+    assert np.allclose(first.vectors, second.vectors, atol=1e-5)
+
+
+def test_max_positives_trains_on_a_seeded_sample(world, caplog):
+    """max_positives (the evaluation's probes) trains on that many of the positives, the same
+    ones for the same seed; 0 trains on all of them."""
+    capped = replace(PARAMS, max_epochs=1, max_positives=100)
+    with caplog.at_level(logging.INFO, logger="models.two_tower"):
+        first, second = fit(world, capped).item_vectors(), fit(world, capped).item_vectors()
+        fit(world, replace(PARAMS, max_epochs=1))
+    sizes = [m for m in caplog.messages if "validation positives" in m]
+    assert sizes[0] == sizes[1] and sizes[0].startswith("two-tower: 90 training, 10 validation")
+    n = len(world.positives)
+    assert n > 100 and sizes[2].startswith(f"two-tower: {n - round(0.1 * n)} training")
     assert np.allclose(first.vectors, second.vectors, atol=1e-5)
 
 

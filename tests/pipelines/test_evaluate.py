@@ -295,61 +295,105 @@ def test_a_merge_change_reuses_the_stage2_fits_and_a_training_change_refits(toy_
     assert key != evaluate_step._stage2_key(config, train, False, None)
 
 
-def test_the_towers_are_fitted_once_on_the_fit_the_routing_decision_keeps(toy_pipeline, tmp_path):
-    """The network's fit has no towers while its routing is judged; the towers are fitted once,
-    on the fit the decision keeps (what production would train), and judged by that fit's own
-    fusion; where no-cn already holds every tower nothing is fitted twice."""
+def test_the_towers_are_judged_by_probes_on_the_fit_the_routing_decision_keeps(
+    toy_pipeline, tmp_path
+):
+    """The network's fit has no towers while its routing is judged; the full method's towers
+    are then added to the fit the decision keeps (its ALS and routing untouched), each as a
+    probe first (evaluation.two_tower_probe); only a probe that passes is fitted in full. A
+    rejected probe leaves the folder and the summary says it was a probe; no-cn's towers are
+    not fitted again; a second evaluation of the same fit reuses every step."""
     root = tmp_path / "workspace"
     shutil.copytree(toy_pipeline.config.paths.workspace, root)
     shutil.rmtree(root / "data" / "synthetic" / "evaluation", ignore_errors=True)
     fitted = []
-    real = evaluate_step.fit_stage2
+    real_fit, real_figures = evaluate_step.fit_stage2, stage3.two_tower_figures
 
     def counted(config, events, folder, *args, **kwargs):
-        towers = kwargs.get("two_tower_for")
-        fitted.append((folder.name, None if towers is None else sorted(towers)))
-        return real(config, events, folder, *args, **kwargs)
+        towers, params = kwargs.get("two_tower_for"), kwargs.get("tower_params")
+        epochs = None if params is None else params.max_epochs
+        step = (folder.name, None if towers is None else sorted(towers), kwargs.get("als", True))
+        fitted.append((*step, epochs))
+        return real_fit(config, events, folder, *args, **kwargs)
 
-    def evaluated(methods, kept):
+    def evaluated(methods, kept, passing=(), reuse=False):
         decision = {"mode": "auto", "kept": kept, "gain": 0.0, "error": 0.0}
+
+        def judged(*args, **kwargs):  # the probes in `passing` pass, no other
+            figures = real_figures(*args, **kwargs)
+            for name, per in figures.items():
+                per["kept"] = name in passing
+            return figures
+
         fitted.clear()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(evaluate_step, "fit_stage2", counted)
             patch.setattr(evaluate_step, "_routing_decision", lambda *args: decision)
-            patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
+            patch.setattr(stage3, "two_tower_figures", judged)
+            if not reuse:
+                patch.setattr(evaluate_step, "_previous_folder", lambda config, folder: None)
             evaluation = run_evaluate(config, methods)
         assert read_evaluation(config)["routing"] == decision
         return evaluation
 
     config = toy_config(root, "training.workers=1")
+    every = sorted(config.objective_names())
+    probe, full = config.evaluation.two_tower_probe.epochs, config.two_tower.max_epochs
     evaluation = evaluated(["multi-task", "no-cn", BASELINE], kept=False)
     assert fitted == [
-        ("models-multi-task", []),  # the routing judged on ALS: no tower
-        ("models-single-objective", None),  # no-cn: every tower
+        ("models-multi-task", [], True, None),  # the routing judged on ALS: no tower
+        ("models-single-objective", None, True, None),  # no-cn: every tower, in full
     ]
     lists = evaluation.folder / "lists"
-    full, no_cn = (pd.read_parquet(lists / f"{m}.parquet") for m in ("multi-task", "no-cn"))
-    pd.testing.assert_frame_equal(full, no_cn)
+    full_lists, no_cn = (pd.read_parquet(lists / f"{m}.parquet") for m in ("multi-task", "no-cn"))
+    pd.testing.assert_frame_equal(full_lists, no_cn)
 
-    evaluation = evaluated(["multi-task", BASELINE], kept=False)
+    evaluation = evaluated(["multi-task", BASELINE], kept=False, passing={"click"})
     assert fitted == [
-        ("models-multi-task", []),
-        ("models-single-objective", []),
-        ("models-single-objective", None),  # left out: the towers, without the network
+        ("models-multi-task", [], True, None),
+        ("models-single-objective", [], True, None),
+        ("models-single-objective", every, False, probe),  # left out: probes, no network
+        ("models-single-objective", ["click"], False, full),  # the probe that passed
     ]
     single = evaluation.folder / "models-single-objective"
     assert (single / "two-tower-click.item_vectors.parquet").exists()
-    assert "click" in read_evaluation(config)["fusion"]["two_tower"]
+    assert not (single / "two-tower-play_time.item_vectors.parquet").exists()
+    assert not (single / "two-tower-play_time").exists()
+    towers = read_evaluation(config)["fusion"]["two_tower"]
+    assert "probe" not in towers["click"]  # judged again, fitted in full
+    assert towers["play_time"]["probe"] and not towers["play_time"]["kept"]
+
+    evaluated(["multi-task", BASELINE], kept=False, passing={"click"}, reuse=True)
+    assert fitted == []  # the same fit, the same steps: reused from the evaluation before
 
     evaluation = evaluated(["multi-task", BASELINE], kept=True)
     assert fitted == [
-        ("models-multi-task", []),
-        ("models-single-objective", []),
-        ("models-multi-task", None),  # kept: the towers, with the network's routing
+        ("models-multi-task", [], True, None),
+        ("models-single-objective", [], True, None),
+        ("models-multi-task", every, False, probe),  # kept: probes, with the network's routing
     ]
-    assert (
-        evaluation.folder / "models-multi-task" / "two-tower-click.item_vectors.parquet"
-    ).exists()
+    multi = evaluation.folder / "models-multi-task"
+    assert not list(multi.glob("two-tower-*"))  # no probe passed: none left, none fitted
+
+
+def test_a_tower_step_never_writes_through_a_link_to_the_previous_evaluation(tmp_path):
+    """A reused stage-2 folder is hard links to the previous evaluation's files: recording a
+    tower step and dropping a tower change this folder only."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "two-tower-click").mkdir(parents=True)
+    (old / evaluate_step.STAGE2_KEY).write_text('{"key": "k"}')
+    (old / "two-tower-click.item_vectors.parquet").write_text("vectors")
+    (old / "two-tower-click" / "model").write_text("model")
+    shutil.copytree(old, new, copy_function=evaluate_step._link_or_copy)
+    evaluate_step._record_step(new, "step", {"promising": []})
+    evaluate_step._drop_tower(new, "click")
+    assert json.loads((old / evaluate_step.STAGE2_KEY).read_text()) == {"key": "k"}
+    assert json.loads((new / evaluate_step.STAGE2_KEY).read_text())["steps"] == {
+        "step": {"promising": []}
+    }
+    assert (old / "two-tower-click.item_vectors.parquet").read_text() == "vectors"
+    assert (old / "two-tower-click" / "model").read_text() == "model"
+    assert not list(new.glob("two-tower-*"))
 
 
 def _judged(values: list[float]) -> pd.Series:

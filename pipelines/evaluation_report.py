@@ -251,9 +251,11 @@ def _diagnostics_markdown(summary: Mapping) -> list[str]:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if v == v)
             lines.append(f"- validation on held-out training days, {option}: {shown}")
         for name, aucs in fusion.get("two_tower", {}).items():
+            probe = " (a probe, not fitted in full: evaluation.two_tower_probe)"
             lines.append(
-                f"- two-tower-{name}: validation AUC {aucs['with']:.4f} with it, "
-                f"{aucs['without']:.4f} without"
+                f"- two-tower-{name}{probe if aucs.get('probe') else ''}: validation AUC "
+                f"{aucs['with']:.4f} with it, {aucs['without']:.4f} without; "
+                f"{'kept' if aucs.get('kept') else 'left out'}"
             )
     routing = summary.get("routing")
     if routing and "gain" in routing:

@@ -113,10 +113,13 @@ def evaluated_two_tower_drops(config: Config, say: bool = True) -> list[str]:
         name for name, calibration in fusion.get("calibrations", {}).items() if calibration is None
     }
     # A calibration without a two-tower side: the cosine did not raise the chance of a positive.
+    # A rejected probe leaves no side either: said above.
     no_side = {
         name
         for name, calibration in fusion.get("calibrations", {}).items()
-        if calibration is not None and "two_tower" not in calibration.get("sides", {})
+        if calibration is not None
+        and "two_tower" not in calibration.get("sides", {})
+        and name not in weak | flat
     }
     if weak and say:
         log.info(

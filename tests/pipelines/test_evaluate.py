@@ -316,6 +316,13 @@ def test_the_towers_are_judged_by_probes_on_the_fit_the_routing_decision_keeps(
         fitted.append((*step, epochs))
         return real_fit(config, events, folder, *args, **kwargs)
 
+    reads = []
+    real_read = feature_store.historical_features
+
+    def read(repo, entity_rows, service, *args, **kwargs):
+        reads.append(service)
+        return real_read(repo, entity_rows, service, *args, **kwargs)
+
     def evaluated(methods, kept, passing=(), reuse=False):
         decision = {"mode": "auto", "kept": kept, "gain": 0.0, "error": 0.0}
 
@@ -326,8 +333,10 @@ def test_the_towers_are_judged_by_probes_on_the_fit_the_routing_decision_keeps(
             return figures
 
         fitted.clear()
+        reads.clear()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(evaluate_step, "fit_stage2", counted)
+            patch.setattr(feature_store, "historical_features", read)
             patch.setattr(evaluate_step, "_routing_decision", lambda *args: decision)
             patch.setattr(stage3, "two_tower_figures", judged)
             if not reuse:
@@ -355,6 +364,8 @@ def test_the_towers_are_judged_by_probes_on_the_fit_the_routing_decision_keeps(
         ("models-single-objective", every, False, probe),  # left out: probes, no network
         ("models-single-objective", ["click"], False, full),  # the probe that passed
     ]
+    # Four fits on the same training days, each feature service read from Feast once.
+    assert sorted(reads) == ["coordinating_network", "two_tower"]
     single = evaluation.folder / "models-single-objective"
     assert (single / "two-tower-click.item_vectors.parquet").exists()
     assert not (single / "two-tower-play_time.item_vectors.parquet").exists()
@@ -365,6 +376,7 @@ def test_the_towers_are_judged_by_probes_on_the_fit_the_routing_decision_keeps(
 
     evaluated(["multi-task", BASELINE], kept=False, passing={"click"}, reuse=True)
     assert fitted == []  # the same fit, the same steps: reused from the evaluation before
+    assert reads == []
 
     evaluation = evaluated(["multi-task", BASELINE], kept=True)
     assert fitted == [

@@ -300,8 +300,9 @@ def method_lists(
         kept = bool(decision["kept"])
         base = multi_dir if kept else single_dir
         names = config.objective_names()
-        # The towers the kept fit holds in full already (no-cn's, two-tower-click's).
-        held = set() if kept else set(names) if single_towers is None else single_towers
+        held: set[str] = set()  # the towers the kept fit holds in full already
+        if not kept:  # no-cn's (every one) or two-tower-click's
+            held = set(names) if single_towers is None else set(single_towers)
         towers = [name for name in names if name not in held]
 
         def forget(folder: Path) -> None:
@@ -320,8 +321,8 @@ def method_lists(
             return stage3.table(config, pairs, vectors, priors, fusion_of(single_dir), train)
         priors = stage3.read_priors(base)
         if name == "no-two-tower":
-            towers = any(tower is not None for _, tower in multi.values())
-            if not towers and MULTI_TASK in built:  # the full method's lists, made once
+            has_towers = any(tower is not None for _, tower in multi.values())
+            if not has_towers and MULTI_TASK in built:  # the full method's lists, made once
                 return built[MULTI_TASK]
             vectors = stage3.model_vectors(config, base, two_tower=False)
             return stage3.table(config, pairs, vectors, priors, fusion_of(base, False), train)

@@ -76,7 +76,7 @@ bench-candidates: bench-install
 	$(PY) -m benchmarks.bench_candidates
 
 # ALS: our step and fit_als against bare implicit and Spark MLlib, 3 interleaved rounds of fresh
-# processes (about 8 minutes).
+# processes, and the step alternated with the bare fit in one process (about 10 minutes).
 bench-als: bench-install
 	$(PY) -m benchmarks.bench_als --size default
 	$(PY) -m benchmarks.bench_als --size large --spark-repeat 1

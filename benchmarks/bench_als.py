@@ -29,13 +29,15 @@ import scipy.sparse as sp
 
 from benchmarks.memory import memory_mb, reset_peak
 
-METHODS = ("ours-step", "ours-fit", "implicit", "implicit-loss", "spark")
+METHODS = ("ours-step", "ours-fit", "implicit", "implicit-loss", "spark", "paired")
+PAIRED = ("ours-step", "implicit")  # the goal's two sides, alternated in one process
 LABELS = {
     "ours-step": "ours: train step's _train_als (MLflow run, final loss, AUC, vectors)",
     "ours-fit": "ours: models.als.fit_als (matrix from the events + fit, final loss)",
     "implicit": "bare implicit AlternatingLeastSquares.fit on the CSR",
     "implicit-loss": "bare implicit, calculate_training_loss=True (loss every iteration)",
     "spark": "Spark MLlib ALS, local[2], on the same cells",
+    "paired": "ours: train step's _train_als, alternated with the bare fit in one process",
 }
 
 
@@ -134,6 +136,8 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
             if "error" in earlier:
                 continue
             found["seconds"] = earlier["seconds"] + found["seconds"]
+            if "pairs" in found:
+                found["pairs"] = earlier.get("pairs", []) + found["pairs"]
             found["peak_mb"] = max(earlier["peak_mb"], found["peak_mb"])
             results[method] = found
             factors = folder / f"{method}.npy"
@@ -143,20 +147,49 @@ def _compare(args: argparse.Namespace, methods: list[str]) -> None:
 
 
 def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
-    """One method in this fresh process, `repeat` times; seconds, peak memory, item factors."""
-    from threadpoolctl import threadpool_limits
-
+    """One method in this fresh process, `repeat` times; seconds, peak memory, item factors.
+    `paired`: the step and the bare fit alternately in this one process, `repeat` of each."""
     config = _config(args)
     objective = next(o for o in config.objectives if o.name == args.objective)
+    report: dict = {"seconds": [], "note": ""}
+    reset_peak()
+    baseline = memory_mb("VmRSS")
+    factors = None
+    if method == "paired":
+        runs = {name: _runner(name, config, objective, folder, report) for name in PAIRED}
+        report["pairs"] = []
+        for i in range(args.repeat):
+            seconds = {}
+            for name in PAIRED if i % 2 == 0 else PAIRED[::-1]:  # each goes first half the time
+                started = time.perf_counter()
+                runs[name]()
+                seconds[name] = time.perf_counter() - started
+            report["pairs"].append([seconds[name] for name in PAIRED])
+        report["seconds"] = [pair[0] for pair in report["pairs"]]
+    else:
+        run = _runner(method, config, objective, folder, report)
+        for _ in range(args.spark_repeat if method == "spark" else args.repeat):
+            started = time.perf_counter()
+            factors = run()
+            report["seconds"].append(time.perf_counter() - started)
+    report["peak_mb"] = memory_mb("VmHWM") - baseline
+    if factors is not None:
+        np.save(folder / f"{method}.npy", np.asarray(factors, dtype=np.float32))
+    (folder / f"{method}.json").write_text(json.dumps(report))
+
+
+def _runner(method: str, config, objective, folder: Path, report: dict):
+    """The timed call of one method (set up here, outside the clock): it returns the item
+    factors, or None where the method writes them itself."""
+    from threadpoolctl import threadpool_limits
+
     params = objective.als
     matrix = sp.load_npz(folder / "matrix.npz").tocsr()
     positives = pd.read_parquet(folder / "positives.parquet")
     holdout = np.load(folder / "holdout.npy")
-    report: dict = {"seconds": [], "note": ""}
-    run = None
     if method == "ours-step":
-        run = _ours_step(config, objective, positives, holdout, folder, report)
-    elif method == "ours-fit":
+        return _ours_step(config, objective, positives, holdout, folder, report)
+    if method == "ours-fit":
         from models.als import AlsParams, fit_als
         from models.objectives import matrix_values
 
@@ -175,7 +208,9 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
                 model = fit_als(cells, als, "implicit", seed=config.seed,
                                 progress=lambda *_: None, calculate_training_loss=True)  # fmt: skip
             return model.item_factors
-    elif method in ("implicit", "implicit-loss"):
+
+        return run
+    if method in ("implicit", "implicit-loss"):
         from implicit.cpu.als import AlternatingLeastSquares
 
         def run():
@@ -187,37 +222,30 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
             with threadpool_limits(1, "blas"):
                 model.fit(matrix, show_progress=False)
             return np.asarray(model.item_factors)
-    else:
-        run = _spark(matrix, params, config.seed, report)
-    reset_peak()
-    baseline = memory_mb("VmRSS")
-    factors = None
-    for _ in range(args.spark_repeat if method == "spark" else args.repeat):
-        started = time.perf_counter()
-        factors = run()
-        report["seconds"].append(time.perf_counter() - started)
-    report["peak_mb"] = memory_mb("VmHWM") - baseline
-    if factors is not None:
-        np.save(folder / f"{method}.npy", np.asarray(factors, dtype=np.float32))
-    (folder / f"{method}.json").write_text(json.dumps(report))
+
+        return run
+    return _spark(matrix, params, config.seed, report)
 
 
 def _ours_step(config, objective, positives, holdout, folder: Path, report: dict):
     """`_train_als` as the train step calls it, in an MLflow run on a scratch SQLite store
-    (created, and the parent run started, before the clock starts); nothing registered."""
+    (created, and the parent run started, before the clock starts); nothing registered. The ids
+    come encoded as the step gets them: `TrainingSet.codes` encodes a training set's ids once for
+    the ALS of every objective (0.1 s for 1M events), so that is done before the clock too."""
     import mlflow
 
     from pipelines import tracking
-    from pipelines.stage2 import _train_als
+    from pipelines.stage2 import IdCodes, _train_als
 
     tracking.configure(folder / "mlflow", "bench-als")
     mlflow.start_run(run_name="bench")
+    codes = IdCodes.of(positives)
     out = folder / "ours-step-vectors"
     out.mkdir(exist_ok=True)
     report["note"] = "includes the MLflow run, final training loss, held-out AUC, vectors written"
 
     def run():
-        _train_als(config, objective, positives, holdout, out, None, None, lambda v: {})
+        _train_als(config, objective, positives, holdout, codes, out, None, None, lambda v: {})
         return None
 
     return run
@@ -260,6 +288,20 @@ def _spark(matrix: sp.csr_matrix, params, seed: int, report: dict):
     return run
 
 
+def _paired_summary(pairs: list[list[float]]) -> str:
+    """The step against the bare fit when both ran alternately in the same processes: the same
+    drift hits both, so the ratio of each pair is the cleanest figure a shared machine gives."""
+    step, bare = np.array(pairs).T
+    ratios = step / bare
+    return (
+        f"paired, {len(pairs)} pairs (step s, bare s): "
+        + " ".join(f"({a:.2f}, {b:.2f})" for a, b in pairs)
+        + f"; best step / best bare {step.min() / bare.min():.3f}x; median of the pairs' ratios "
+        f"{np.median(ratios):.3f}x (range {ratios.min():.3f} to {ratios.max():.3f}); step minus "
+        f"bare, median {np.median(step - bare):+.3f} s"
+    )
+
+
 def _report(results: dict, methods: list[str], video_ids: np.ndarray) -> None:
     from models.als import neighbour_overlap
     from models.vectors import ItemVectors
@@ -285,6 +327,10 @@ def _report(results: dict, methods: list[str], video_ids: np.ndarray) -> None:
         )
         if result.get("note"):
             notes.append(f"{method}: {result['note']}")
+        every = " ".join(f"{x:.2f}" for x in result["seconds"])
+        notes.append(f"{method}, every fit in s: {every}")
+        if "pairs" in result:
+            notes.append(_paired_summary(result["pairs"]))
     print("\ntop-10 overlap: mean share of each video's 10 nearest neighbours in common with bare")
     print("implicit (1.00: the same lists); ours uses the same seed and matrix, Spark other maths")
     for note in notes:

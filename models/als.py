@@ -66,6 +66,66 @@ class AlsModel:
         return self.item_vectors.video_ids
 
 
+def sorted_codes(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's position among the sorted distinct values, and those values: a training
+    set's ids encoded once for every matrix cut from it (`coded_interaction_matrix`)."""
+    codes, distinct = pd.factorize(values, sort=True)
+    return codes, np.asarray(distinct)
+
+
+@dataclass(frozen=True)
+class CodedMatrix:
+    """A users x videos CSR (float32) cut from coded rows, with the ids of its rows and columns
+    and where each code of the whole set landed (-1: no interaction here)."""
+
+    matrix: sp.csr_matrix
+    user_ids: np.ndarray  # sorted, one per row
+    video_ids: np.ndarray  # sorted, one per column
+    user_rows: np.ndarray  # per user code of the set: its row, or -1
+    video_columns: np.ndarray  # per video code of the set: its column, or -1
+
+
+def coded_interaction_matrix(
+    user_codes: np.ndarray,
+    video_codes: np.ndarray,
+    values: np.ndarray,
+    user_ids: np.ndarray,
+    video_ids: np.ndarray,
+) -> CodedMatrix:
+    """The users x videos matrix of coded interactions (`sorted_codes` of a larger set): rows with
+    value 0 dropped, repeated (user, video) values summed, only the users and videos left kept,
+    in their sorted order. The same matrix `interaction_matrix` builds from the ids."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("interactions: column 'value' has NaN or infinite values")
+    kept = values != 0
+    if not kept.any():
+        raise ValueError("interactions are empty (no non-zero values): nothing to factorize")
+    rows, user_rows = _compact(np.asarray(user_codes)[kept], len(user_ids))
+    columns, video_columns = _compact(np.asarray(video_codes)[kept], len(video_ids))
+    matrix = sp.csr_matrix(
+        (values[kept].astype(np.float32), (rows, columns)),
+        shape=(int(rows.max()) + 1, int(columns.max()) + 1),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()  # values that cancelled out when summed
+    return CodedMatrix(
+        matrix,
+        np.asarray(user_ids)[user_rows >= 0],
+        np.asarray(video_ids)[video_columns >= 0],
+        user_rows,
+        video_columns,
+    )
+
+
+def _compact(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes renumbered 0.. over the ones present, in order; and the map old -> new (-1)."""
+    present = np.bincount(codes, minlength=n) > 0
+    new = np.where(present, np.cumsum(present) - 1, -1)
+    return new[codes], new
+
+
 def interaction_matrix(
     interactions: pd.DataFrame,
     users: str = "user_id",
@@ -85,16 +145,12 @@ def interaction_matrix(
     kept = interactions.loc[values != 0]
     if kept.empty:
         raise ValueError("interactions are empty (no non-zero values): nothing to factorize")
-    user_codes, user_ids = pd.factorize(kept[users], sort=True)
-    video_codes, video_ids = pd.factorize(kept[items].astype(str), sort=True)
-    matrix = sp.csr_matrix(
-        (kept[value].to_numpy(dtype=np.float32), (user_codes, video_codes)),
-        shape=(len(user_ids), len(video_ids)),
-        dtype=np.float32,
+    user_codes, user_ids = sorted_codes(kept[users])
+    video_codes, video_ids = sorted_codes(kept[items].astype(str))
+    coded = coded_interaction_matrix(
+        user_codes, video_codes, kept[value].to_numpy(dtype=np.float64), user_ids, video_ids
     )
-    matrix.sum_duplicates()
-    matrix.eliminate_zeros()  # values that cancelled out when summed
-    return matrix, np.asarray(user_ids), np.asarray(video_ids)
+    return coded.matrix, coded.user_ids, coded.video_ids
 
 
 def fit_als(
@@ -114,6 +170,35 @@ def fit_als(
     if engine not in ENGINES:
         raise ValueError(f"unknown ALS engine {engine!r}: use one of {', '.join(ENGINES)}")
     matrix, user_ids, video_ids = interaction_matrix(interactions)
+    return fit_als_matrix(
+        matrix,
+        user_ids,
+        video_ids,
+        params,
+        engine,
+        seed=seed,
+        spark=spark,
+        progress=progress,
+        calculate_training_loss=calculate_training_loss,
+    )
+
+
+def fit_als_matrix(
+    matrix: sp.csr_matrix,
+    user_ids: np.ndarray,
+    video_ids: np.ndarray,
+    params: AlsParams,
+    engine: str = "implicit",
+    *,
+    seed: int,
+    spark: SparkSession | None = None,
+    progress: Progress | None = None,
+    calculate_training_loss: bool = False,
+) -> AlsModel:
+    """`fit_als` on a users x videos matrix already built (`interaction_matrix`,
+    `coded_interaction_matrix`): rows in `user_ids`', columns in `video_ids`' order."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ALS engine {engine!r}: use one of {', '.join(ENGINES)}")
     started = time.perf_counter()
     if engine == "implicit":
         user_factors, item_factors, loss = _fit_implicit(
@@ -304,36 +389,54 @@ def auc_on_holdout(
     video_index = pd.Index(model.video_ids)
     users = user_index.get_indexer(holdout["user_id"])
     videos = video_index.get_indexer(holdout["video_id"].astype(str))
+    seen_train = None
+    if model.train_matrix is None:
+        train_users = user_index.get_indexer(train["user_id"])
+        train_videos = video_index.get_indexer(train["video_id"].astype(str))
+        kept = (train_users >= 0) & (train_videos >= 0)
+        seen_train = train_users[kept].astype(np.int64) * len(video_index) + train_videos[kept]
+    return auc_at_positions(model, users, videos, rng, seen_train)
+
+
+def auc_at_positions(
+    model: AlsModel,
+    users: np.ndarray,
+    videos: np.ndarray,
+    rng: np.random.Generator,
+    seen_train: np.ndarray | None = None,
+) -> float:
+    """`auc_on_holdout` with the held-out pairs given as the model's user rows and video
+    columns (-1: unknown to the model). The train pairs are the fit's matrix, or `seen_train`
+    (user row * videos + video column) for a model without it."""
     known = (users >= 0) & (videos >= 0)
     if not known.any():
         raise ValueError("auc_on_holdout: no held-out pair has a user and a video the model knows")
     users, videos = users[known], videos[known]
 
-    n_videos = len(video_index)
-    if model.train_matrix is not None:  # the train pairs as codes, no id lookups
+    n_videos = len(model.video_ids)
+    if seen_train is None:  # the train pairs as codes, no id lookups
         matrix = model.train_matrix
         rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
         seen_train = rows * n_videos + matrix.indices
-    else:
-        train_users = user_index.get_indexer(train["user_id"])
-        train_videos = video_index.get_indexer(train["video_id"].astype(str))
-        kept = (train_users >= 0) & (train_videos >= 0)
-        seen_train = train_users[kept].astype(np.int64) * n_videos + train_videos[kept]
     # Sorted, not unique: membership by binary search needs no dedup (np.unique: 8x the time).
     seen = np.sort(np.concatenate([seen_train, users.astype(np.int64) * n_videos + videos]))
 
     negatives = rng.integers(0, n_videos, size=len(users))
     codes = users.astype(np.int64) * n_videos
-    for _ in range(20):  # redraw the negatives that hit a seen video; few remain after a round
-        clash = _in_sorted(seen, codes + negatives)
-        if not clash.any():
+    # Redraw the negatives that hit a seen video; only the redrawn ones are looked up again.
+    clash = np.flatnonzero(_in_sorted(seen, codes + negatives))
+    for _ in range(20):
+        if not len(clash):
             break
-        negatives[clash] = rng.integers(0, n_videos, size=int(clash.sum()))
-    valid = ~_in_sorted(seen, codes + negatives)
+        negatives[clash] = rng.integers(0, n_videos, size=len(clash))
+        clash = clash[_in_sorted(seen, codes[clash] + negatives[clash])]
+    valid = np.ones(len(users), dtype=bool)
+    valid[clash] = False
 
-    user_f = model.user_factors[users[valid]].astype(np.float64)
-    pos = np.einsum("ij,ij->i", user_f, model.item_factors[videos[valid]])
-    neg = np.einsum("ij,ij->i", user_f, model.item_factors[negatives[valid]])
+    # np.take: several times faster than fancy indexing for whole rows
+    user_f = np.take(model.user_factors, users[valid], axis=0).astype(np.float64)
+    pos = np.einsum("ij,ij->i", user_f, np.take(model.item_factors, videos[valid], axis=0))
+    neg = np.einsum("ij,ij->i", user_f, np.take(model.item_factors, negatives[valid], axis=0))
     return sampled_auc(pos, neg)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class ItemVectors:
     def from_raw(cls, video_ids: np.ndarray, vectors: np.ndarray) -> ItemVectors:
         """L2-normalize the rows; a zero row stays zero (its cosine with anything is 0)."""
         ids = np.asarray(video_ids).astype(str)
-        if len(ids) != len(np.unique(ids)):
+        ascending = len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())  # unique without a sort
+        if not ascending and len(ids) != len(np.unique(ids)):
             raise ValueError("ItemVectors: video ids must be unique")
         raw = np.asarray(vectors, dtype=np.float64)
         if raw.ndim != 2 or raw.shape[0] != len(ids):
@@ -65,6 +67,14 @@ class ItemVectors:
     def to_frame(self) -> pd.DataFrame:
         """video_id plus one list-valued `vector` column, for Parquet."""
         return pd.DataFrame({"video_id": self.video_ids, "vector": list(self.vectors)})
+
+    def to_table(self) -> pa.Table:
+        """`to_frame` as an Arrow table (the same columns and types), built from the array
+        without a Python object per row."""
+        flat = pa.array(self.vectors.reshape(-1))
+        offsets = pa.array(np.arange(len(self) + 1, dtype=np.int32) * self.dim)
+        vectors = pa.ListArray.from_arrays(offsets, flat)
+        return pa.table({"video_id": pa.array(self.video_ids), "vector": vectors})
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> ItemVectors:

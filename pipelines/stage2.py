@@ -20,9 +20,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from models.als import auc_on_holdout, fit_als
+from models.als import auc_at_positions, coded_interaction_matrix, fit_als_matrix, sorted_codes
 from models.candidates import pair_similarity
 from models.objectives import matrix_values
 from models.params import TwoTowerParams
@@ -67,9 +68,33 @@ class TrainingSet:
         return frame
 
     @functools.cached_property
+    def codes(self) -> IdCodes:
+        """The events' user and video ids encoded once for every ALS matrix cut from them."""
+        return IdCodes.of(self.frame)
+
+    @functools.cached_property
     def tower_rows(self) -> pd.DataFrame:
         """The two-tower models' user features, one row per event."""
         return feature_store.historical_features(self.repo, self.events, "two_tower")
+
+
+@dataclass(frozen=True)
+class IdCodes:
+    """Per event, its user's and its video's position among the sorted distinct ids."""
+
+    users: np.ndarray
+    user_ids: np.ndarray
+    videos: np.ndarray
+    video_ids: np.ndarray
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> IdCodes:
+        users, user_ids = sorted_codes(events["user_id"])
+        videos, video_ids = sorted_codes(events["video_id"].astype(str))
+        return cls(users, user_ids, videos, video_ids)
+
+    def take(self, rows: np.ndarray) -> IdCodes:
+        return IdCodes(self.users[rows], self.user_ids, self.videos[rows], self.video_ids)
 
 
 @dataclass
@@ -207,7 +232,15 @@ def fit_stage2(
             begun, rows = time.perf_counter(), chosen[objective.name]
             with _spark_if(config) as spark:
                 version = _train_als(
-                    config, objective, frame[rows], held_out[rows], folder, tags, spark, check
+                    config,
+                    objective,
+                    frame[rows],
+                    held_out[rows],
+                    training.codes.take(rows),
+                    folder,
+                    tags,
+                    spark,
+                    check,
                 )
             trained.versions[f"als-{objective.name}"] = version
             trained.seconds[objective.name] = time.perf_counter() - begun
@@ -351,26 +384,28 @@ def _train_als(
     objective: Objective,
     positives: pd.DataFrame,
     holdout: np.ndarray,
+    codes: IdCodes,
     folder: Path,
     tags: dict[str, str] | None,
     spark,
     check,
 ) -> str:
+    """One objective's ALS as its nested run: fit on the positives not held out (`codes`: their
+    ids), AUC on the held-out ones, vectors written (and registered with `tags`)."""
     engine = config.training.als_engine
     params = objective.als
     name = f"als-{objective.name}"
-    interactions = pd.DataFrame(
-        {
-            "user_id": positives["user_id"].to_numpy(),
-            "video_id": positives["video_id"].to_numpy(),
-            "value": matrix_values(positives, objective.value).to_numpy(),
-        }
-    )
+    values = matrix_values(positives, objective.value).to_numpy(dtype=np.float64)
     with tracking.step_run(name, {**dataclasses.asdict(params), "engine": engine}):
-        train, held = interactions[~holdout], interactions[holdout]
+        train = ~holdout
+        coded = coded_interaction_matrix(
+            codes.users[train], codes.videos[train], values[train], codes.user_ids, codes.video_ids
+        )
         with threadpool_limits(1, "blas"):  # implicit's advice; the env var may come too late
-            model = fit_als(
-                train,
+            model = fit_als_matrix(
+                coded.matrix,
+                coded.user_ids,
+                coded.video_ids,
                 params,
                 engine,
                 seed=config.seed,
@@ -378,23 +413,28 @@ def _train_als(
                 calculate_training_loss=engine == "implicit",
             )
         auc = fit_jobs.holdout_auc(
-            lambda: auc_on_holdout(model, train, held, np.random.default_rng(config.seed))
+            lambda: auc_at_positions(
+                model,
+                coded.user_rows[codes.users[holdout]],
+                coded.video_columns[codes.videos[holdout]],
+                np.random.default_rng(config.seed),
+            )
         )
         mlflow.log_metrics(
             {
                 "auc_holdout_pooled": auc,
                 "fit_seconds": model.fit_seconds,
-                "positives": len(train),
-                "holdout_positives": len(held),
+                "positives": int(train.sum()),
+                "holdout_positives": int(holdout.sum()),
                 "videos_with_vector": len(model.item_vectors),
                 **(
                     {"training_loss": model.training_loss}
                     if model.training_loss is not None
                     else {}
                 ),
+                **check(model.item_vectors),
             }
         )
-        mlflow.log_metrics(check(model.item_vectors))
         return _register_vectors(name, model.item_vectors, folder, tags, objective, engine)
 
 
@@ -453,7 +493,8 @@ def _no_checks(vectors) -> dict[str, float]:
 def _register_vectors(name, vectors, folder: Path, tags, objective: Objective, engine: str) -> str:
     """Write the item vectors; register them when there are version tags ("" otherwise)."""
     path = folder / f"{name}.item_vectors.parquet"
-    vectors.to_frame().to_parquet(path, index=False)
+    # No dictionary for the floats: Arrow would try one on every value, for nothing (4x the time)
+    pq.write_table(vectors.to_table(), path, use_dictionary=["video_id"])
     if tags is None:
         return ""
     version = registry.register(

@@ -15,12 +15,16 @@ import pytest
 from models.als import (
     AlsModel,
     AlsParams,
+    auc_at_positions,
     auc_on_holdout,
     chance_overlap,
+    coded_interaction_matrix,
     fit_als,
+    fit_als_matrix,
     interaction_matrix,
     neighbour_overlap,
     pair_similarity,
+    sorted_codes,
     top_k_neighbours,
 )
 from models.vectors import ItemVectors
@@ -222,6 +226,47 @@ def test_interaction_matrix_sums_repeats_and_sorts_ids():
     assert list(video_ids) == ["a", "b"]  # "c" has only a zero value
     assert matrix.dtype == np.float32
     assert matrix.toarray().tolist() == [[2.0, 0.0], [0.0, 4.0], [1.5, 0.0]]
+
+
+def test_a_matrix_cut_from_a_coded_set_is_the_one_built_from_its_ids(planted):
+    # The train step encodes a training set's ids once and cuts each objective's matrix from
+    # the codes: users and videos absent from the cut (or with only zero values) must go, in
+    # order, exactly as interaction_matrix drops them.
+    both = pd.concat([planted["train"], planted["holdout"]], ignore_index=True)
+    both.loc[::7, "value"] = 0.0
+    users, user_ids = sorted_codes(both["user_id"])
+    videos, video_ids = sorted_codes(both["video_id"])
+    rows = (np.random.default_rng(3).random(len(both)) < 0.4) & ~(
+        both["video_id"].isin(video_ids[:5]) | both["user_id"].isin(user_ids[:5])
+    )
+    coded = coded_interaction_matrix(
+        users[rows], videos[rows], both["value"].to_numpy()[rows], user_ids, video_ids
+    )
+    matrix, expected_users, expected_videos = interaction_matrix(both[rows])
+    assert list(coded.user_ids) == list(expected_users)
+    assert list(coded.video_ids) == list(expected_videos)
+    assert len(coded.video_ids) < len(video_ids) and len(coded.user_ids) < len(user_ids)
+    assert (coded.matrix != matrix).nnz == 0 and coded.matrix.dtype == matrix.dtype
+    kept_users = coded.user_rows[coded.user_rows >= 0]
+    assert list(user_ids[coded.user_rows >= 0]) == list(coded.user_ids[kept_users])
+
+
+def test_the_auc_at_positions_is_the_auc_on_the_ids(implicit_model, planted):
+    holdout = pd.concat(
+        [planted["holdout"], pd.DataFrame({"user_id": [-1], "video_id": ["unknown"]})]
+    )
+    users = pd.Index(implicit_model.user_ids).get_indexer(holdout["user_id"])
+    videos = pd.Index(implicit_model.video_ids).get_indexer(holdout["video_id"])
+    by_positions = auc_at_positions(implicit_model, users, videos, np.random.default_rng(9))
+    by_ids = auc_on_holdout(implicit_model, planted["train"], holdout, np.random.default_rng(9))
+    assert by_positions == by_ids
+
+
+def test_fit_on_a_built_matrix_is_the_fit_on_the_frame(implicit_model, planted):
+    matrix, user_ids, video_ids = interaction_matrix(planted["train"])
+    again = fit_als_matrix(matrix, user_ids, video_ids, PARAMS, "implicit", seed=SEED)
+    np.testing.assert_array_equal(again.item_factors, implicit_model.item_factors)
+    np.testing.assert_array_equal(again.video_ids, implicit_model.video_ids)
 
 
 def test_pair_similarity_aligned_and_nan_for_unknown(implicit_model):

@@ -1,9 +1,12 @@
 """top_k_neighbours against a full stable argsort: the same neighbours in the same order, ties
-(repeated and zero vectors) by position, for both signs and every k."""
+(repeated and zero vectors) by position, for both signs and every k; the Arrow table of the
+vectors against their frame; repeated ids refused."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from models.vectors import ItemVectors, top_k_neighbours
@@ -31,3 +34,21 @@ def test_partial_top_k_equals_a_full_stable_sort(seed):
 def test_a_single_video_has_no_neighbours():
     vectors = ItemVectors.from_raw(np.array(["a"]), np.array([[1.0, 0.0]]))
     assert top_k_neighbours(vectors, vectors.video_ids, 5).shape == (1, 0)
+
+
+def test_the_arrow_table_holds_what_the_frame_holds(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = ItemVectors.from_raw(np.array(["b", "a", "c"]), rng.standard_normal((3, 4)))
+    vectors.to_frame().to_parquet(tmp_path / "frame.parquet", index=False)
+    pq.write_table(vectors.to_table(), tmp_path / "table.parquet")
+    frame, table = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("frame", "table"))
+    assert frame["video_id"].tolist() == table["video_id"].tolist() == ["b", "a", "c"]
+    back = ItemVectors.from_frame(table)
+    np.testing.assert_array_equal(back.vectors, ItemVectors.from_frame(frame).vectors)
+    np.testing.assert_array_equal(back.vectors, vectors.vectors)
+
+
+def test_repeated_ids_are_refused_in_any_order():
+    for ids in (["a", "b", "a"], ["b", "b"]):
+        with pytest.raises(ValueError, match="unique"):
+            ItemVectors.from_raw(np.array(ids), np.ones((len(ids), 2)))

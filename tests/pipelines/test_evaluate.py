@@ -100,7 +100,7 @@ def evaluated(toy_pipeline):
             (feature_store, "historical_features", lambda repo, events, service: events),
             (fit_jobs, "coordinating_fold", lambda frame, *a, **k: fit_jobs.frame_of(frame)),
             (fit_jobs, "coordinating_final", lambda frame, *a, **k: fit_jobs.frame_of(frame)),
-            (stage2, "fit_als", lambda interactions, *a, **k: interactions),
+            (stage2, "fit_als_matrix", _matrix_pairs),
             (fit_jobs, "two_tower", lambda name, positives, *a, **k: positives),
             (evaluate_step, "popularity_lists", lambda events, *a, **k: events),
             (evaluate_step, "item_cf_lists", lambda events, *a, **k: events),
@@ -119,6 +119,12 @@ def evaluated(toy_pipeline):
         evaluation = run_evaluate(config)
     registered_after = len(client.search_model_versions())
     return evaluation, watch, config, registered_before, registered_after
+
+
+def _matrix_pairs(matrix, user_ids, video_ids, *args, **kwargs) -> pd.DataFrame:
+    """The (user, video) pairs an ALS fit is given: the non-zero cells of its matrix."""
+    cells = matrix.tocoo()
+    return pd.DataFrame({"user_id": user_ids[cells.row], "video_id": video_ids[cells.col]})
 
 
 def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
@@ -150,8 +156,8 @@ def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
     test_only = pairs.all()
     test_only = set(test_only[test_only].index)
     assert test_only, "the toy test period has pairs of its own: the check can fail"
-    assert len(watch.seen["fit_als"]) >= 2 * len(config.objectives) - 2  # both model sets
-    for interactions in watch.seen["fit_als"]:
+    assert len(watch.seen["fit_als_matrix"]) >= 2 * len(config.objectives) - 2  # both model sets
+    for interactions in watch.seen["fit_als_matrix"]:
         seen = set(zip(interactions["user_id"], interactions["video_id"], strict=True))
         assert not seen & test_only
 

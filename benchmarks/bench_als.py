@@ -152,11 +152,12 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
     config = _config(args)
     objective = next(o for o in config.objectives if o.name == args.objective)
     report: dict = {"seconds": [], "note": ""}
-    reset_peak()
+    names = PAIRED if method == "paired" else (method,)
+    runs = {name: _runner(name, config, objective, folder, report) for name in names}
+    reset_peak()  # the set-up above (data read, sessions started) is not the method's memory
     baseline = memory_mb("VmRSS")
     factors = None
     if method == "paired":
-        runs = {name: _runner(name, config, objective, folder, report) for name in PAIRED}
         report["pairs"] = []
         for i in range(args.repeat):
             seconds = {}
@@ -167,10 +168,9 @@ def _work(method: str, folder: Path, args: argparse.Namespace) -> None:
             report["pairs"].append([seconds[name] for name in PAIRED])
         report["seconds"] = [pair[0] for pair in report["pairs"]]
     else:
-        run = _runner(method, config, objective, folder, report)
         for _ in range(args.spark_repeat if method == "spark" else args.repeat):
             started = time.perf_counter()
-            factors = run()
+            factors = runs[method]()
             report["seconds"].append(time.perf_counter() - started)
     report["peak_mb"] = memory_mb("VmHWM") - baseline
     if factors is not None:

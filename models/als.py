@@ -101,8 +101,11 @@ def coded_interaction_matrix(
     kept = values != 0
     if not kept.any():
         raise ValueError("interactions are empty (no non-zero values): nothing to factorize")
-    rows, user_rows = _compact(np.asarray(user_codes)[kept], len(user_ids))
-    columns, video_columns = _compact(np.asarray(video_codes)[kept], len(video_ids))
+    user_codes, video_codes = np.asarray(user_codes)[kept], np.asarray(video_codes)[kept]
+    if (user_codes < 0).any() or (video_codes < 0).any():  # pd.factorize's code of a missing id
+        raise ValueError("interactions: a user_id or video_id is missing")
+    rows, user_rows = _compact(user_codes, len(user_ids))
+    columns, video_columns = _compact(video_codes, len(video_ids))
     matrix = sp.csr_matrix(
         (values[kept].astype(np.float32), (rows, columns)),
         shape=(int(rows.max()) + 1, int(columns.max()) + 1),
@@ -414,6 +417,8 @@ def auc_at_positions(
     users, videos = users[known], videos[known]
 
     n_videos = len(model.video_ids)
+    if seen_train is None and model.train_matrix is None:
+        raise ValueError("auc_at_positions: a model without its train matrix needs seen_train")
     if seen_train is None:  # the train pairs as codes, no id lookups
         matrix = model.train_matrix
         rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))

@@ -262,6 +262,13 @@ def test_the_auc_at_positions_is_the_auc_on_the_ids(implicit_model, planted):
     assert by_positions == by_ids
 
 
+def test_a_missing_id_in_a_coded_set_is_named():
+    users, user_ids = sorted_codes(pd.Series(["u1", None, "u2"]))
+    videos, video_ids = sorted_codes(pd.Series(["a", "b", "a"]))
+    with pytest.raises(ValueError, match="user_id or video_id is missing"):
+        coded_interaction_matrix(users, videos, np.ones(3), user_ids, video_ids)
+
+
 def test_fit_on_a_built_matrix_is_the_fit_on_the_frame(implicit_model, planted):
     matrix, user_ids, video_ids = interaction_matrix(planted["train"])
     again = fit_als_matrix(matrix, user_ids, video_ids, PARAMS, "implicit", seed=SEED)

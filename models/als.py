@@ -91,13 +91,15 @@ def coded_interaction_matrix(
     values: np.ndarray,
     user_ids: np.ndarray,
     video_ids: np.ndarray,
+    value_name: str = "value",
 ) -> CodedMatrix:
     """The users x videos matrix of coded interactions (`sorted_codes` of a larger set): rows with
     value 0 dropped, repeated (user, video) values summed, only the users and videos left kept,
-    in their sorted order. The same matrix `interaction_matrix` builds from the ids."""
+    in their sorted order. The same matrix `interaction_matrix` builds from the ids.
+    `value_name`: the values' column, for the error message."""
     values = np.asarray(values, dtype=np.float64)
     if not np.isfinite(values).all():
-        raise ValueError("interactions: column 'value' has NaN or infinite values")
+        raise ValueError(f"interactions: column {value_name!r} has NaN or infinite values")
     kept = values != 0
     if not kept.any():
         raise ValueError("interactions are empty (no non-zero values): nothing to factorize")
@@ -142,17 +144,10 @@ def interaction_matrix(
     missing = {users, items, value} - set(interactions.columns)
     if missing:
         raise ValueError(f"interactions lack column(s) {sorted(missing)}")
+    user_codes, user_ids = sorted_codes(interactions[users])
+    video_codes, video_ids = sorted_codes(interactions[items].astype(str))
     values = interactions[value].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"interactions: column {value!r} has NaN or infinite values")
-    kept = interactions.loc[values != 0]
-    if kept.empty:
-        raise ValueError("interactions are empty (no non-zero values): nothing to factorize")
-    user_codes, user_ids = sorted_codes(kept[users])
-    video_codes, video_ids = sorted_codes(kept[items].astype(str))
-    coded = coded_interaction_matrix(
-        user_codes, video_codes, kept[value].to_numpy(dtype=np.float64), user_ids, video_ids
-    )
+    coded = coded_interaction_matrix(user_codes, video_codes, values, user_ids, video_ids, value)
     return coded.matrix, coded.user_ids, coded.video_ids
 
 
@@ -170,13 +165,8 @@ def fit_als(
 
     `spark` is an active SparkSession for the Spark engine (one is found or made when None).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown ALS engine {engine!r}: use one of {', '.join(ENGINES)}")
-    matrix, user_ids, video_ids = interaction_matrix(interactions)
     return fit_als_matrix(
-        matrix,
-        user_ids,
-        video_ids,
+        *interaction_matrix(interactions),
         params,
         engine,
         seed=seed,

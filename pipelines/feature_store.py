@@ -11,10 +11,12 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +44,7 @@ RELATED_COLORS = ("blue", "green")  # feature_repo/related.py
 # Feast's file registry rewrites registry.db in place (a materialize does so twice): a reader
 # that reads it meanwhile finds it empty or cut short. Online reads try again, reading it anew.
 REGISTRY_ATTEMPTS = 5
+REGISTRY_HOME = "registry_home"  # the repo path the registry was made at (see `apply`)
 REGISTRY_PAUSE_S = 0.05
 
 
@@ -175,7 +178,47 @@ def read_source(repo: Path, name: str) -> pd.DataFrame:
 
 def apply(repo: Path) -> None:
     """`feast apply` in the repo, as its own process: Feast imports the repo's modules by name,
-    which a long-lived process cannot safely do for more than one repo."""
+    which a long-lived process cannot safely do for more than one repo.
+
+    Feast's registry records the online store's tables by absolute path, and an apply drops the
+    tables it no longer lists: applied in a copied workspace, a registry made elsewhere would
+    drop the original's tables. So a registry made at another path is set aside (the
+    definitions rebuild it), and one whose SQLite tables are gone is applied anew."""
+    repo = Path(repo).resolve()
+    registry, home = repo / "data" / "registry.db", repo / "data" / REGISTRY_HOME
+    made_at = home.read_text() if home.exists() else None
+    if registry.exists() and made_at != str(repo):
+        log.info(
+            "feature repo %s: its registry was made at %s: applied anew from the definitions",
+            repo,
+            made_at or "another path",
+        )
+        registry.unlink()
+    _feast_apply(repo)
+    if _missing_tables(repo):
+        log.warning("feature repo %s: the online store lost its tables: applied anew", repo)
+        registry.unlink(missing_ok=True)
+        _feast_apply(repo)
+    home.write_text(str(repo))
+
+
+def _missing_tables(repo: Path) -> list[str]:
+    """The profile views' tables a SQLite online store lacks (none for another store)."""
+    settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    store = settings.get("online_store") or {}
+    if store.get("type") != "sqlite":
+        return []
+    expected = [f"{settings['project']}_{view}" for view in PROFILE_VIEWS]
+    path = repo / store.get("path", "data/online_store.db")
+    if not path.exists():
+        return expected
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        present = {row[0] for row in rows}
+    return [table for table in expected if table not in present]
+
+
+def _feast_apply(repo: Path) -> None:
     feast = Path(sys.executable).with_name("feast")
     command = [str(feast) if feast.exists() else "feast", "apply"]
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)

@@ -4,6 +4,9 @@ apply, point-in-time historical retrieval, materialize, online retrieval, list-t
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -206,3 +209,37 @@ def test_feast_ui_serves_the_repo(repo):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _video_type(repo) -> object:
+    online = feature_store.online_features(
+        repo, ["video_attributes:video_type"], [{"video_id": "v2"}]
+    )
+    return online.loc[0, "video_type"]
+
+
+def test_a_copied_repo_applies_without_dropping_the_original_s_tables(tmp_path):
+    # Feast's registry names the SQLite tables by absolute path: a copy applying with the
+    # original's registry would drop the original's tables and leave its lookups failing.
+    original = feature_store.deploy_repo(tmp_path / "original")
+    feature_store.publish_sources(original, _tables())
+    feature_store.apply(original)
+    feature_store.materialize(original, T0 - pd.Timedelta("1D"), datetime.now(UTC))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)
+    feature_store.publish_sources(copy, _tables())
+    feature_store.apply(copy)
+    feature_store.materialize(copy, T0 - pd.Timedelta("1D"), datetime.now(UTC))
+    assert _video_type(original) == _video_type(copy) == "movie"
+    # A store that lost its tables anyway (a copy made before this fix) is applied anew.
+    with closing(sqlite3.connect(original / "data" / "online_store.db")) as connection:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        for table in tables:
+            connection.execute(f'DROP TABLE "{table}"')
+        connection.commit()
+    feature_store.apply(original)
+    feature_store.materialize(original, T0 - pd.Timedelta("1D"), datetime.now(UTC))
+    assert _video_type(original) == "movie"

@@ -15,6 +15,7 @@ weights are then refit on all of them. Pure: arrays and DataFrames in, a `Fusion
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ BARS = {
     "content": {"content": 1.0, "popularity": TIE},
 }
 WEIGHTINGS = ("transitions", "equal", "retention", *BARS)
+# The candidate's smoothed training rate of the subtracting objectives (its dislikes per event):
+# the risk the guard keeps no higher than a bar's lists carry (`FusionSettings.risk_guard`).
+RISK = "risk"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class FusionSettings:
     evidence: tuple[str, ...] = ()  # of EVIDENCE: weighed beside the objectives by transitions
     popularity_of: str = "click"  # the objective whose training positives are "popularity"
     gated_first: bool = False  # pairs that only fill a short list rank after the gated ones
+    # A bar of BARS whose validation lists' mean RISK the list must not exceed ("none": off);
+    # the penalties tried, in standard deviations of the score per standard deviation of RISK.
+    risk_guard: str = "none"
+    risk_penalties: tuple[float, ...] = (0.0,)
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Fusion:
     # The chosen weighting's validation figures per (metric, source), as `_judge` gives them:
     # what another fit of stage 2 is compared with (not saved).
     judged: pd.Series | None = field(default=None, repr=False, compare=False)
+    risk: dict[str, float] = field(default_factory=dict)  # the risk guard's validation figures
 
     def to_dict(self) -> dict:
         return {
@@ -95,6 +104,7 @@ class Fusion:
             },
             "validation": self.validation,
             "two_tower": self.two_tower,
+            "risk": self.risk,
         }
 
     @classmethod
@@ -110,6 +120,7 @@ class Fusion:
             data["weighting"],
             dict(data.get("validation", {})),
             dict(data.get("two_tower", {})),
+            risk=dict(data.get("risk", {})),
         )
 
 
@@ -189,15 +200,31 @@ def signal_scores(
     settings: FusionSettings,
     two_tower: bool | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every signal the merge weighs: each objective's s^k, then the pair's evidence."""
+    """Every signal the merge weighs: each objective's s^k, then the pair's evidence, then (with
+    a risk guard) the candidate's RISK."""
     scores = objective_scores(
         pairs, vectors, priors, calibrations, objectives, settings.prior_strength, two_tower
     )
     names = [o.name for o in objectives]
-    clash = sorted(set(names) & set(settings.evidence))
+    clash = sorted(set(names) & {*settings.evidence, RISK})
     if clash:
         raise ValueError(f"evidence: {clash} are also objective names")
-    return {**scores, **evidence_columns(pairs, priors, settings.evidence, settings.popularity_of)}
+    scores |= evidence_columns(pairs, priors, settings.evidence, settings.popularity_of)
+    if settings.risk_guard != "none":
+        scores[RISK] = risk_column(pairs, priors, objectives, settings.prior_strength)
+    return scores
+
+
+def risk_column(
+    pairs: pd.DataFrame,
+    priors: pd.DataFrame,
+    objectives: Sequence[FusionObjective],
+    strength: float,
+) -> np.ndarray:
+    """Per pair, the candidate's smoothed training rate of every subtracting objective, summed:
+    how often showing it went wrong before (0 without a subtracting objective)."""
+    rates = [fallback_rate(pairs, priors, o.name, strength) for o in objectives if o.sign < 0]
+    return np.sum(rates, axis=0) if rates else np.zeros(len(pairs))
 
 
 def weighted_score(
@@ -205,14 +232,15 @@ def weighted_score(
     objectives: Sequence[FusionObjective],
     weights: Mapping[str, float],
 ) -> np.ndarray:
-    """sum_k sign_k a_k w_k s^k over the objectives, plus w_e x_e over any evidence weighed."""
+    """sum_k sign_k a_k w_k s^k over the objectives, plus w_e x_e over any evidence weighed,
+    less w_risk RISK."""
     total = np.sum(
         [o.sign * o.manual_weight * weights[o.name] * scores[o.name] for o in objectives], axis=0
     )
     names = {o.name for o in objectives}
     for name, weight in weights.items():
         if name not in names and weight:
-            total = total + weight * scores[name]
+            total = total + (-1 if name == RISK else 1) * weight * scores[name]
     return total
 
 
@@ -264,10 +292,19 @@ def fit_fusion(
         final[name] = _with_two_tower(
             final.get(name), calibration.use_two_tower if calibration else True
         )
+    penalty, risk = _risk_guard(
+        pairs, vectors, priors, late, calibrations, objectives, options[chosen], settings, cache
+    )
     weights = options[chosen]
     if chosen == "transitions":
         weights = _transition_weights(pairs, vectors, priors, heldout, final, objectives, settings)
-    return Fusion(final, weights, chosen, validation, two_tower, judged[chosen])
+    if penalty > 0:
+        # The penalty is in standard deviations of the final weights' score on the same pairs.
+        scores = signal_scores(cache["pairs"], vectors, priors, final, objectives, settings)
+        unit = _risk_unit(scores, objectives, weights.weights)
+        risk["weight"] = penalty * unit
+        weights = dataclasses.replace(weights, weights={**weights.weights, RISK: penalty * unit})
+    return Fusion(final, weights, chosen, validation, two_tower, judged[chosen], risk)
 
 
 def judge_two_towers(
@@ -474,6 +511,7 @@ def _transition_weights(pairs, vectors, priors, heldout, calibrations, objective
     for name in settings.learn_from:
         chosen, label = _population(pairs, satisfied, name)
         scores = signal_scores(chosen, vectors, priors, calibrations, objectives, settings)
+        scores.pop(RISK, None)  # the guard sets its weight, not the transitions
         groups = chosen["source_video_id"].to_numpy() if settings.listwise else None
         fitted.append(fit_transition_weights(scores, label, signs, groups))
     if len(fitted) == 1:
@@ -502,6 +540,97 @@ def _satisfied(heldout: pd.DataFrame, objectives: Sequence[FusionObjective]) -> 
     positive = [f"label_{o.name}" for o in objectives if o.sign > 0]
     cleared = {c: heldout[c].where(~fired, 0) for c in positive if c in heldout}
     return heldout.assign(**cleared)
+
+
+def _risk_guard(
+    pairs, vectors, priors, heldout, calibrations, objectives, chosen, settings, cache
+) -> tuple[float, dict[str, float]]:
+    """The smallest of `settings.risk_penalties` (standard deviations of the chosen weighting's
+    score per standard deviation of RISK, subtracted) under which the validation lists carry no
+    more RISK than the `settings.risk_guard` bar's lists on the same sources, beyond
+    `settings.selection_z` standard errors of the paired difference (a noisy slice must not pass
+    a riskier list), and the figures: each list's mean risk, the guarded lists' recall and NDCG.
+    (0, {}) when the guard is off, has no bar or nothing varies; the largest penalty, warned,
+    when none suffices."""
+    if settings.risk_guard == "none" or not any(o.sign < 0 for o in objectives):
+        return 0.0, {}
+    names = [o.name for o in objectives]
+    bar = bar_weightings(names, settings.evidence).get(settings.risk_guard)
+    if bar is None:
+        log.warning(
+            "risk guard: the %s bar needs weights.evidence %s: no guard",
+            settings.risk_guard,
+            sorted(BARS.get(settings.risk_guard, {})),
+        )
+        return 0.0, {}
+    # `cache` holds the validation pairs and their signals, as judging the weightings left them.
+    chosen_pairs, scores = cache["pairs"], cache["scores"]
+    if not len(chosen_pairs):
+        return 0.0, {}
+    risk = scores[RISK]
+
+    def excess(score: np.ndarray) -> tuple[float, float]:
+        """The list's mean risk, and its paired excess over the bar's plus z standard errors."""
+        mine = _list_risk(chosen_pairs, score, risk, settings)
+        difference = (mine - target).dropna()
+        error = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0
+        return float(mine.mean()), float(difference.mean() + settings.selection_z * error)
+
+    target = _list_risk(
+        chosen_pairs, weighted_score(scores, objectives, bar.weights), risk, settings
+    )
+    unit = _risk_unit(scores, objectives, chosen.weights)
+    base = weighted_score(scores, objectives, chosen.weights)
+    before, margin = excess(base)
+    figures = {"bar_risk": float(target.mean()), "risk_before": before, "penalty": 0.0}
+    figures["risk_after"] = before
+    penalties = sorted(p for p in settings.risk_penalties if p > 0)
+    if unit == 0 or margin <= 0 or not penalties:
+        return 0.0, figures
+    for penalty in penalties:
+        after, margin = excess(base - penalty * unit * risk)
+        if margin <= 0:
+            break
+    if margin > 0:
+        log.warning(
+            "risk guard: even the largest penalty (%s) leaves the validation lists' mean risk "
+            "%.5f not clearly below the %s bar's %.5f",
+            penalty,
+            after,
+            settings.risk_guard,
+            figures["bar_risk"],
+        )
+    guarded = {**chosen.weights, RISK: penalty * unit}
+    judged = _judge(
+        pairs, vectors, priors, heldout, calibrations, objectives, guarded, settings, cache
+    )
+    figures |= {"penalty": penalty, "risk_after": after, **_figures(judged)}
+    log.info(
+        "risk guard: penalty %s lowers the validation lists' mean risk from %.5f to %.5f (the %s "
+        "bar's: %.5f); validation %s",
+        penalty,
+        before,
+        after,
+        settings.risk_guard,
+        figures["bar_risk"],
+        ", ".join(f"{k} {v:.4f}" for k, v in _figures(judged).items()),
+    )
+    return penalty, figures
+
+
+def _risk_unit(scores, objectives, weights) -> float:
+    """Standard deviations of the weighted score per standard deviation of RISK (0 where either
+    is constant): the scale of a risk penalty."""
+    risk = scores[RISK].std()
+    score = weighted_score(scores, objectives, {k: v for k, v in weights.items() if k != RISK})
+    return float(score.std() / risk) if risk > 0 and score.std() > 0 else 0.0
+
+
+def _list_risk(pairs, score, risk, settings) -> pd.Series:
+    """Per source, the mean RISK of the top `settings.at` rows of its list under `score`."""
+    lists = pairs.assign(score=score, **{RISK: risk})
+    top = rank_related(lists, settings.at, settings.gated_first)
+    return top.groupby("source_video_id", sort=True)[RISK].mean()
 
 
 def _judge(

@@ -324,6 +324,8 @@ class WeightsConfig(Section):
     selection_z: float
     evidence: list[str]  # of models/evidence.py's EVIDENCE
     popularity_of: str
+    risk_guard: Literal["none", "content", "popularity", "cooccurrence"]  # a bar of fusion.BARS
+    risk_penalties: list[Annotated[float, Field(ge=0)]]
 
     @model_validator(mode="after")
     def _known_evidence(self) -> WeightsConfig:

@@ -257,6 +257,17 @@ def _diagnostics_markdown(summary: Mapping) -> list[str]:
                 f"{aucs['with']:.4f} with it, {aucs['without']:.4f} without; "
                 f"{'kept' if aucs.get('kept') else 'left out'}"
             )
+    risk = (fusion or {}).get("risk") or {}
+    if risk:
+        validation = ", ".join(
+            f"{k} {v:.4f}" for k, v in risk.items() if k.startswith(("recall", "ndcg"))
+        )
+        lines.append(
+            f"- dislike risk guard: penalty {risk['penalty']:g}; the validation lists' mean risk "
+            f"(the candidates' smoothed dislike rate) {risk['risk_before']:.5f} unguarded, "
+            f"{risk['risk_after']:.5f} guarded, the bar's {risk['bar_risk']:.5f}"
+            + (f"; guarded validation: {validation}" if validation else "")
+        )
     routing = summary.get("routing")
     if routing and "gain" in routing:
         lines.append(

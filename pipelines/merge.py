@@ -136,7 +136,8 @@ def run_merge(config: Config, until: pd.Timestamp | None = None) -> Merged:
 def _validation_metrics(fusion) -> dict[str, float]:
     """The weighting options' validation figures and each two-tower side's AUC with and without
     (two_tower_auc_<with|without|gain>_<k>), its lift of the validation lists and whether it
-    stayed (two_tower_<list_gain|list_error|kept>_<k>)."""
+    stayed (two_tower_<list_gain|list_error|kept>_<k>); the dislike risk guard's figures
+    (risk_guard_<figure>)."""
     figures = {
         f"validation_{option}_{name}": value
         for option, values in fusion.validation.items()
@@ -149,4 +150,5 @@ def _validation_metrics(fusion) -> dict[str, float]:
                 for which, v in values.items()
             }
         )
+    figures.update({f"risk_guard_{which}": value for which, value in fusion.risk.items()})
     return {k: float(v) for k, v in figures.items() if v == v}

@@ -17,6 +17,7 @@ import pandas as pd
 from models.calibration import COCLICKS, COOCCURRENCE
 from models.cooccurrence import pair_cooccurrence
 from models.fusion import (
+    RISK,
     Fusion,
     FusionObjective,
     FusionSettings,
@@ -111,6 +112,8 @@ def fusion_settings(config: Config) -> FusionSettings:
         evidence=tuple(settings.evidence),
         popularity_of=settings.popularity_of,
         gated_first=gated_first(config),
+        risk_guard=settings.risk_guard,
+        risk_penalties=tuple(settings.risk_penalties),
     )
 
 
@@ -120,8 +123,10 @@ def gated_first(config: Config) -> bool:
 
 
 def signal_names(config: Config) -> list[str]:
-    """The merge's signals: the objectives, then the pair evidence the weighting may weigh."""
-    return [*config.objective_names(), *config.weights.evidence]
+    """The merge's signals: the objectives, the pair evidence the weighting may weigh, then the
+    candidate's risk where a guard may subtract it."""
+    risk = [RISK] if config.weights.risk_guard != "none" else []
+    return [*config.objective_names(), *config.weights.evidence, *risk]
 
 
 def fit(
@@ -227,4 +232,6 @@ def table(
     merge += [
         MergeObjective(name, 1, 1.0, chosen.get(name, 0.0)) for name in config.weights.evidence
     ]
+    if config.weights.risk_guard != "none":
+        merge.append(MergeObjective(RISK, -1, 1.0, chosen.get(RISK, 0.0)))
     return related_table(pairs, scores, merge, config.merge.top_n, gated_first(config))

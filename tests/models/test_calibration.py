@@ -17,13 +17,16 @@ from models.calibration import (
     side_cosines,
 )
 from models.fusion import (
+    RISK,
     FusionObjective,
     FusionSettings,
     _best,
+    bar_weightings,
     evidence_columns,
     fallback_rate,
     fit_fusion,
     objective_scores,
+    risk_column,
     signal_scores,
     weighted_score,
 )
@@ -388,3 +391,80 @@ def test_a_two_tower_stays_only_where_it_lifts_the_validation_lists():
     figures = fusion.two_tower["click"]
     assert figures["kept"] is True and figures["list_gain"] > 0
     assert fusion.calibrations["click"].use_two_tower
+
+
+def _risky_world(seed: int = 7):
+    """The pairs of `_world`, but transitions go to popular candidates and the popular ones are
+    also the often disliked: what the transitions alone would fill the lists with."""
+    pairs, vectors, priors, _ = _world(seed=seed)
+    rng = np.random.default_rng(seed)
+    clicks = rng.integers(0, 40, len(priors))
+    priors = priors.assign(
+        events=60, positives_click=clicks, positives_dislike=np.maximum(clicks - 25, 0)
+    )
+    popular = pairs["candidate_video_id"].map(priors["positives_click"]).to_numpy()
+    rows = []
+    for day in range(10):
+        chosen = rng.random(len(pairs)) < 0.002 * np.exp(0.1 * popular)
+        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
+            rows.append(
+                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
+            )
+    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
+    heldout["label_click"] = 1
+    heldout["label_dislike"] = (rng.random(len(heldout)) < 0.05).astype(int)
+    return pairs, vectors, priors, heldout
+
+
+def _mean_top_risk(pairs, vectors, priors, fusion, settings) -> float:
+    scores = signal_scores(pairs, vectors, priors, fusion.calibrations, OBJECTIVES, settings)
+    ranked = pairs.assign(
+        score=weighted_score(scores, OBJECTIVES, fusion.weights.weights), risk=scores[RISK]
+    )
+    return float(rank_related(ranked, 5)["risk"].mean())
+
+
+def test_the_risk_guard_keeps_the_list_no_riskier_than_the_content_bar():
+    pairs, vectors, priors, heldout = _risky_world()
+    evidence = dataclasses.replace(SETTINGS, evidence=("content", "popularity"))
+    guarded = dataclasses.replace(
+        evidence, risk_guard="content", risk_penalties=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)
+    )
+    off = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, evidence, None, "transitions")
+    on = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, guarded, None, "transitions")
+    assert RISK not in off.weights.weights and off.risk == {}
+    # Unguarded, the learnt list carries more risk than the content order; guarded, it does not,
+    # on the validation slice that chose the penalty and over every source.
+    risk = on.risk
+    assert risk["risk_before"] > risk["bar_risk"] >= risk["risk_after"] and risk["penalty"] > 0
+    assert on.weights.weights[RISK] == pytest.approx(risk["weight"]) and risk["weight"] > 0
+    content = dataclasses.replace(
+        on, weights=bar_weightings(["click", "dislike"], ("content", "popularity"))["content"]
+    )
+    assert (
+        _mean_top_risk(pairs, vectors, priors, on, guarded)
+        <= _mean_top_risk(pairs, vectors, priors, content, guarded)
+        < _mean_top_risk(pairs, vectors, priors, off, guarded)
+    )
+    # The penalty is the smallest that does it: the grid's previous step does not.
+    smaller = max(p for p in guarded.risk_penalties if p < risk["penalty"])
+    fewer = dataclasses.replace(guarded, risk_penalties=(smaller,))
+    short = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, fewer, None, "transitions")
+    assert short.risk["penalty"] == smaller and short.risk["risk_after"] > risk["risk_after"]
+    # It round-trips, and a list no riskier than the bar is left alone.
+    assert type(on).from_dict(on.to_dict()).risk == on.risk
+    calm = priors.assign(positives_dislike=0)
+    quiet = fit_fusion(pairs, vectors, calm, heldout, OBJECTIVES, guarded, None, "transitions")
+    assert quiet.risk.get("penalty", 0.0) == 0.0 and RISK not in quiet.weights.weights
+
+
+def test_the_risk_is_the_candidates_smoothed_rate_of_the_subtracting_objectives():
+    priors = pd.DataFrame(
+        {"events": [100, 10], "positives_click": [50, 1], "positives_dislike": [10, 0]},
+        index=pd.Index(["a", "b"], name="video_id"),
+    )
+    pairs = pd.DataFrame({"candidate_video_id": ["a", "b", "z"]})
+    risk = risk_column(pairs, priors, OBJECTIVES, strength=10.0)
+    np.testing.assert_allclose(risk, fallback_rate(pairs, priors, "dislike", 10.0))
+    assert risk[0] > risk[2] > risk[1]  # often disliked, the catalog's rate, never disliked
+    np.testing.assert_allclose(risk_column(pairs, priors, OBJECTIVES[:1], 10.0), 0.0)

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from models import fusion as fusion_module
 from models.fusion import WEIGHTINGS, Fusion
 from pipelines import evaluate as evaluate_step
 from pipelines import feature_store, fit_jobs, stage2, stage3, workspace
@@ -112,6 +113,8 @@ def evaluated(toy_pipeline):
             # The weighting's choice and the calibrations read the held-out training events.
             (stage3, "fit_fusion", lambda pairs, vectors, priors, heldout, *a, **k: heldout),
             (stage3, "pair_cooccurrence", lambda sources, candidates, events, *a, **k: events),
+            # The dislike guard's risk: the candidates' counts, which carry no time.
+            (fusion_module, "risk_column", lambda pairs, priors, *a, **k: priors),
         ):
             patch.setattr(module, name, watch.wrap(name, getattr(module, name), pick))
         # Every model is fitted here, none linked from an earlier evaluation of the workspace.
@@ -160,6 +163,15 @@ def test_no_test_period_event_reaches_any_methods_training_data(evaluated):
     for interactions in watch.seen["fit_als_matrix"]:
         seen = set(zip(interactions["user_id"], interactions["video_id"], strict=True))
         assert not seen & test_only
+    # The risk the guard weighs counts a video's training events and dislikes only.
+    training = events[events["ts"] < split]
+    counts = training.groupby("video_id").agg(events=("ts", "size"), dislikes=("disliked", "sum"))
+    assert watch.seen.get("risk_column"), "risk_column was never called"
+    for priors in watch.seen["risk_column"]:
+        assert len(priors) and priors["positives_dislike"].sum() > 0
+        known = counts.reindex(priors.index.astype(str)).fillna(0)
+        assert (priors["events"].to_numpy() <= known["events"].to_numpy()).all()
+        assert (priors["positives_dislike"].to_numpy() <= known["dislikes"].to_numpy()).all()
 
 
 def test_every_method_is_scored_against_the_baseline(evaluated):

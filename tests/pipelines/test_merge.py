@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.fusion import WEIGHTINGS
+from models.fusion import RISK, WEIGHTINGS
 from pipelines import merge as merge_step
 from pipelines.gate_report import GateFailed
 from pipelines.merge import run_merge
@@ -36,7 +36,9 @@ def test_the_table_passes_the_gate_and_is_registered_with_tags(merged, toy_train
     version = mlflow.MlflowClient().get_model_version(MODEL_NAME, merged.version)
     assert version.tags["output_gate"] == "passed"
     assert {"dataset", "data_digest", "config_digest", "table_digest"} <= set(version.tags)
-    assert abs(sum(merged.weights.values()) - 1) < 1e-9
+    # The learnt weights sum to 1; the dislike guard's risk penalty stands beside them.
+    learnt = {k: v for k, v in merged.weights.items() if k != RISK}
+    assert abs(sum(learnt.values()) - 1) < 1e-9 and merged.weights.get(RISK, 0.0) >= 0
 
 
 def test_the_merge_run_logs_its_fusion_and_score_diagnostics(merged, toy_trained):
@@ -51,6 +53,9 @@ def test_the_merge_run_logs_its_fusion_and_score_diagnostics(merged, toy_trained
     shares = {k: v for k, v in metrics.items() if k.startswith("diagnostic_reason_share_")}
     assert sum(v > 0 for k, v in shares.items() if not k.endswith("_none")) >= 2, shares
     assert any(k.startswith("validation_equal_recall_") for k in metrics)
+    # The dislike guard's figures: the bar's risk and what the chosen penalty left.
+    assert metrics["risk_guard_risk_after"] <= metrics["risk_guard_risk_before"]
+    assert metrics["weight_risk"] == pytest.approx(merged.weights.get(RISK, 0.0))
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
     assert "fusion.json" in artifacts
     # The scores are calibrated sums of probabilities, not saturated cosines: few at the top.

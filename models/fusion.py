@@ -550,8 +550,8 @@ def _risk_guard(
     more RISK than the `settings.risk_guard` bar's lists on the same sources, beyond
     `settings.selection_z` standard errors of the paired difference (a noisy slice must not pass
     a riskier list), and the figures: each list's mean risk, the guarded lists' recall and NDCG.
-    (0, {}) when the guard is off, has no bar or nothing varies; the largest penalty, warned,
-    when none suffices."""
+    (0, {}) when the guard is off or has no bar; 0 and the figures when the list is no riskier
+    or the risk does not vary; the largest penalty, warned, when none suffices."""
     if settings.risk_guard == "none" or not any(o.sign < 0 for o in objectives):
         return 0.0, {}
     names = [o.name for o in objectives]
@@ -586,6 +586,12 @@ def _risk_guard(
     figures["risk_after"] = before
     penalties = sorted(p for p in settings.risk_penalties if p > 0)
     if unit == 0 or margin <= 0 or not penalties:
+        log.info(
+            "risk guard: no penalty (the validation lists' mean risk %.5f, the %s bar's %.5f)",
+            before,
+            settings.risk_guard,
+            figures["bar_risk"],
+        )
         return 0.0, figures
     for penalty in penalties:
         after, margin = excess(base - penalty * unit * risk)

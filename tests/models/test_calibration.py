@@ -157,6 +157,19 @@ def test_transition_weights_are_non_negative_on_the_signed_scores():
     assert clipped.weights["dislike"] == 0.0 and "dislike" in clipped.clipped
 
 
+def _transitions(pairs: pd.DataFrame, chance: np.ndarray, rng: np.random.Generator):
+    """Held-out clicks over 10 days: each day every pair is a transition with its `chance`."""
+    rows = []
+    for day in range(10):
+        chosen = rng.random(len(pairs)) < chance
+        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
+            rows.append(
+                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
+            )
+    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
+    return heldout.assign(label_click=1)
+
+
 def _world(n_sources: int = 60, n_candidates: int = 30, seed: int = 3):
     """Candidate pairs, ALS vectors that know the truth, a saturated two-tower that does not,
     priors, and held-out events whose transitions follow the ALS similarity."""
@@ -172,15 +185,7 @@ def _world(n_sources: int = 60, n_candidates: int = 30, seed: int = 3):
     als = _vectors(ids, latent)
     tower = _vectors(ids, np.c_[np.ones(len(ids)), 0.01 * rng.normal(size=(len(ids), 3))])
     cosine = als.pair_cosine(pairs["source_video_id"], pairs["candidate_video_id"])
-    rows = []
-    for day in range(10):
-        chosen = rng.random(len(pairs)) < 0.02 * np.exp(2 * cosine)
-        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
-            rows.append(
-                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
-            )
-    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
-    heldout["label_click"] = 1
+    heldout = _transitions(pairs, 0.02 * np.exp(2 * cosine), rng)
     heldout["label_dislike"] = (rng.random(len(heldout)) < 0.05).astype(int)
     priors = pd.DataFrame(
         {
@@ -293,15 +298,7 @@ def test_the_transition_weighting_weighs_the_pairs_evidence_beside_the_objective
     pairs, vectors, priors, _ = _world()
     rng = np.random.default_rng(11)
     pairs["cooccurrence"] = rng.random(len(pairs)) ** 3
-    rows = []
-    for day in range(10):
-        chosen = rng.random(len(pairs)) < 0.01 * np.exp(4 * pairs["cooccurrence"].to_numpy())
-        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
-            rows.append(
-                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
-            )
-    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
-    heldout["label_click"] = 1
+    heldout = _transitions(pairs, 0.01 * np.exp(4 * pairs["cooccurrence"].to_numpy()), rng)
     heldout["label_dislike"] = 0
     evidence = dataclasses.replace(SETTINGS, evidence=("cooccurrence", "popularity"))
     fusion = fit_fusion(pairs, vectors, priors, heldout, OBJECTIVES, evidence, None, "transitions")
@@ -403,15 +400,7 @@ def _risky_world(seed: int = 7):
         events=60, positives_click=clicks, positives_dislike=np.maximum(clicks - 25, 0)
     )
     popular = pairs["candidate_video_id"].map(priors["positives_click"]).to_numpy()
-    rows = []
-    for day in range(10):
-        chosen = rng.random(len(pairs)) < 0.002 * np.exp(0.1 * popular)
-        for source, video in pairs.loc[chosen, PAIR_KEYS].itertuples(index=False):
-            rows.append(
-                (source, video, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
-            )
-    heldout = pd.DataFrame(rows, columns=["source_video_id", "video_id", "ts"])
-    heldout["label_click"] = 1
+    heldout = _transitions(pairs, 0.002 * np.exp(0.1 * popular), rng)
     heldout["label_dislike"] = (rng.random(len(heldout)) < 0.05).astype(int)
     return pairs, vectors, priors, heldout
 

@@ -76,7 +76,9 @@ class FusionSettings:
     selection_z: float  # standard errors another weighting must win by on validation
     evidence: tuple[str, ...] = ()  # of EVIDENCE: weighed beside the objectives by transitions
     popularity_of: str = "click"  # the objective whose training positives are "popularity"
-    gated_first: bool = False  # pairs that only fill a short list rank after the gated ones
+    # Pairs that only fill a short list rank after the gated ones (True), by score among them
+    # (False), or by score only where that lifts the validation lists (None: decided).
+    gated_first: bool | None = False
     # A bar of BARS whose validation lists' mean RISK the list must not exceed ("none": off);
     # the penalties tried, in standard deviations of the score per standard deviation of RISK.
     risk_guard: str = "none"
@@ -94,6 +96,8 @@ class Fusion:
     # what another fit of stage 2 is compared with (not saved).
     judged: pd.Series | None = field(default=None, repr=False, compare=False)
     risk: dict[str, float] = field(default_factory=dict)  # the risk guard's validation figures
+    gated_first: bool = False  # fills rank after the gated pairs (as settings, or as decided)
+    fills: dict[str, float] = field(default_factory=dict)  # the fill decision's figures
 
     def to_dict(self) -> dict:
         return {
@@ -105,6 +109,8 @@ class Fusion:
             "validation": self.validation,
             "two_tower": self.two_tower,
             "risk": self.risk,
+            "gated_first": self.gated_first,
+            "fills": self.fills,
         }
 
     @classmethod
@@ -121,6 +127,8 @@ class Fusion:
             dict(data.get("validation", {})),
             dict(data.get("two_tower", {})),
             risk=dict(data.get("risk", {})),
+            gated_first=bool(data.get("gated_first", False)),
+            fills=dict(data.get("fills", {})),
         )
 
 
@@ -292,6 +300,21 @@ def fit_fusion(
         final[name] = _with_two_tower(
             final.get(name), calibration.use_two_tower if calibration else True
         )
+    fills: dict[str, float] = {}
+    if settings.gated_first is None:
+        fills = _fill_decision(
+            judged[chosen],
+            pairs,
+            vectors,
+            priors,
+            late,
+            calibrations,
+            objectives,
+            options[chosen].weights,
+            settings,
+            cache,
+        )
+        settings = dataclasses.replace(settings, gated_first=not fills["kept"])
     penalty, risk = _risk_guard(
         pairs, vectors, priors, late, calibrations, objectives, options[chosen], settings, cache
     )
@@ -304,7 +327,17 @@ def fit_fusion(
         unit = _risk_unit(scores, objectives, weights.weights)
         risk["weight"] = penalty * unit
         weights = dataclasses.replace(weights, weights={**weights.weights, RISK: penalty * unit})
-    return Fusion(final, weights, chosen, validation, two_tower, judged[chosen], risk)
+    return Fusion(
+        final,
+        weights,
+        chosen,
+        validation,
+        two_tower,
+        judged[chosen],
+        risk,
+        bool(settings.gated_first),
+        fills,
+    )
 
 
 def judge_two_towers(
@@ -540,6 +573,27 @@ def _satisfied(heldout: pd.DataFrame, objectives: Sequence[FusionObjective]) -> 
     positive = [f"label_{o.name}" for o in objectives if o.sign > 0]
     cleared = {c: heldout[c].where(~fired, 0) for c in positive if c in heldout}
     return heldout.assign(**cleared)
+
+
+def _fill_decision(
+    by_score, pairs, vectors, priors, heldout, calibrations, objectives, weights, settings, cache
+) -> dict[str, float]:
+    """Whether the pairs that only fill a short list may outrank its gated ones by score: only
+    where that lifts the validation lists (`by_score`, judged so) over the gated pairs first by
+    more than `settings.selection_z` standard errors of the paired difference. The gate is the
+    method's promise; a data set must show that breaking it for short lists pays."""
+    first = dataclasses.replace(settings, gated_first=True)
+    gated = _judge(pairs, vectors, priors, heldout, calibrations, objectives, weights, first, cache)
+    gain, error = paired_gain(by_score, gated)
+    kept = lifts(gain, error, settings.selection_z)
+    log.info(
+        "fills: ranked by score they move the validation lists by %+.4f (standard error %.4f) "
+        "against the gated pairs first: %s",
+        gain,
+        error,
+        "by score" if kept else "after the gated pairs",
+    )
+    return {"gain": gain, "error": error, "kept": kept}
 
 
 def _risk_guard(

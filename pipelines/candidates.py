@@ -72,9 +72,10 @@ def run_candidates(config: Config, progress: bool = True) -> Candidates:
                 settings.threshold,
                 f"{summary['filled_pairs']:,.0f}",
                 settings.fill_threshold,
-                "by score among the gated ones"
-                if settings.fill_ranks == "by_score"
-                else "after the gated ones, best score first",
+                {
+                    "by_score": "by score among the gated ones",
+                    "after_gated": "after the gated ones, best score first",
+                }.get(settings.fill_ranks, "by score only where that lifts the validation lists"),
             )
         target = workspace.candidates_dir(config)
         with publish_folder(target) as scratch:

@@ -274,7 +274,7 @@ class CandidatesConfig(Section):
     min_per_source: int
     fill_threshold: float
     fill_pool: Count
-    fill_ranks: Literal["by_score", "after_gated"]
+    fill_ranks: Literal["auto", "by_score", "after_gated"]
 
     @model_validator(mode="after")
     def _fill_within_the_gate(self) -> CandidatesConfig:

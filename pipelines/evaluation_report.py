@@ -268,6 +268,13 @@ def _diagnostics_markdown(summary: Mapping) -> list[str]:
             f"{risk['risk_after']:.5f} guarded, the bar's {risk['bar_risk']:.5f}"
             + (f"; guarded validation: {validation}" if validation else "")
         )
+    fills = (fusion or {}).get("fills") or {}
+    if fills:
+        lines.append(
+            f"- fills of short lists: {'by score' if fills['kept'] else 'after the gated pairs'} "
+            f"(ranked by score they move the validation lists by {fills['gain']:+.4f}, standard "
+            f"error {fills['error']:.4f}, against the gated pairs first)"
+        )
     routing = summary.get("routing")
     if routing and "gain" in routing:
         lines.append(

@@ -137,7 +137,7 @@ def _validation_metrics(fusion) -> dict[str, float]:
     """The weighting options' validation figures and each two-tower side's AUC with and without
     (two_tower_auc_<with|without|gain>_<k>), its lift of the validation lists and whether it
     stayed (two_tower_<list_gain|list_error|kept>_<k>); the dislike risk guard's figures
-    (risk_guard_<figure>)."""
+    (risk_guard_<figure>) and the fill decision's (fills_<gain|error|kept>)."""
     figures = {
         f"validation_{option}_{name}": value
         for option, values in fusion.validation.items()
@@ -151,4 +151,5 @@ def _validation_metrics(fusion) -> dict[str, float]:
             }
         )
     figures.update({f"risk_guard_{which}": value for which, value in fusion.risk.items()})
+    figures.update({f"fills_{which}": value for which, value in fusion.fills.items()})
     return {k: float(v) for k, v in figures.items() if v == v}

@@ -49,7 +49,7 @@ def find_candidates(
     pairs that may fill a source with fewer than `candidates.min_per_source` (its next
     `candidates.fill_pool` most similar, cosine below e but at least
     `candidates.fill_threshold`); stage 3 ranks them by score among the gated ones, or after
-    them (`candidates.fill_ranks`)."""
+    them, or decides on validation (`candidates.fill_ranks`)."""
     settings = config.candidates
     with tqdm(
         total=matrix.shape[0], desc="candidates", unit="video", disable=not progress, leave=False

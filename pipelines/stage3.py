@@ -117,9 +117,10 @@ def fusion_settings(config: Config) -> FusionSettings:
     )
 
 
-def gated_first(config: Config) -> bool:
-    """Whether pairs that only fill a short list rank after the gated ones (else by score)."""
-    return config.candidates.fill_ranks == "after_gated"
+def gated_first(config: Config) -> bool | None:
+    """Whether pairs that only fill a short list rank after the gated ones (else by score; None:
+    the fusion decides on validation)."""
+    return {"after_gated": True, "by_score": False}.get(config.candidates.fill_ranks)
 
 
 def signal_names(config: Config) -> list[str]:
@@ -234,4 +235,4 @@ def table(
     ]
     if config.weights.risk_guard != "none":
         merge.append(MergeObjective(RISK, -1, 1.0, chosen.get(RISK, 0.0)))
-    return related_table(pairs, scores, merge, config.merge.top_n, gated_first(config))
+    return related_table(pairs, scores, merge, config.merge.top_n, fusion.gated_first)

@@ -457,3 +457,22 @@ def test_the_risk_is_the_candidates_smoothed_rate_of_the_subtracting_objectives(
     np.testing.assert_allclose(risk, fallback_rate(pairs, priors, "dislike", 10.0))
     assert risk[0] > risk[2] > risk[1]  # often disliked, the catalog's rate, never disliked
     np.testing.assert_allclose(risk_column(pairs, priors, OBJECTIVES[:1], 10.0), 0.0)
+
+
+def test_fills_outrank_gated_pairs_only_where_that_lifts_the_validation_lists():
+    pairs, vectors, priors, heldout = _world()
+    cosine = vectors["click"][0].pair_cosine(pairs["source_video_id"], pairs["candidate_video_id"])
+    decide = dataclasses.replace(SETTINGS, gated_first=None)
+    # The pairs below the gate are the ones users go on to (the most similar by ALS): ranked by
+    # score they lift the lists, so they may compete.
+    useful = pairs.assign(gated=cosine < np.quantile(cosine, 0.8))
+    fusion = fit_fusion(useful, vectors, priors, heldout, OBJECTIVES, decide, None, "transitions")
+    assert fusion.fills["kept"] and fusion.fills["gain"] > 0 and fusion.gated_first is False
+    # Below the gate lie the least similar: by score they change nothing, the gate holds.
+    useless = pairs.assign(gated=cosine > np.quantile(cosine, 0.2))
+    fusion = fit_fusion(useless, vectors, priors, heldout, OBJECTIVES, decide, None, "transitions")
+    assert not fusion.fills["kept"] and fusion.gated_first is True
+    assert type(fusion).from_dict(fusion.to_dict()).gated_first is True
+    # A fixed setting is kept as it is, without a decision.
+    fixed = fit_fusion(useful, vectors, priors, heldout, OBJECTIVES, SETTINGS, None, "transitions")
+    assert fixed.fills == {} and fixed.gated_first is False

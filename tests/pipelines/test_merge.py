@@ -56,6 +56,8 @@ def test_the_merge_run_logs_its_fusion_and_score_diagnostics(merged, toy_trained
     # The dislike guard's figures: the bar's risk and what the chosen penalty left.
     assert metrics["risk_guard_risk_after"] <= metrics["risk_guard_risk_before"]
     assert metrics["weight_risk"] == pytest.approx(merged.weights.get(RISK, 0.0))
+    # Whether short lists' fills compete by score was decided on validation, and logged.
+    assert metrics["fills_kept"] in (0.0, 1.0) and "fills_error" in metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
     assert "fusion.json" in artifacts
     # The scores are calibrated sums of probabilities, not saturated cosines: few at the top.

@@ -1,7 +1,8 @@
 """Stage 3's learned parts, fitted on held-out training events: per objective the calibration of
 each side's cosine, whether the two-tower side earns its place (validation AUC, then the
-validation lists), and which objective weighting (transitions, equal, retention, or a simple
-bar's own order) orders the lists best on a later validation slice.
+validation lists), which objective weighting (transitions, equal, retention, or a simple bar's
+own order) orders the lists best on a later validation slice, whether a short list's fills may
+outrank its gated pairs there, and the dislike guard's penalty on the candidate's risk.
 
 The transition weighting also weighs the pair's own evidence (`EVIDENCE`: content similarity,
 co-click Jaccard and count, the candidate's popularity), the signals of the simple lists the method

@@ -627,9 +627,8 @@ def _risk_guard(
     def excess(score: np.ndarray) -> tuple[float, float]:
         """The list's mean risk, and its paired excess over the bar's plus z standard errors."""
         mine = _list_risk(chosen_pairs, score, risk, settings)
-        difference = (mine - target).dropna()
-        error = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0
-        return float(mine.mean()), float(difference.mean() + settings.selection_z * error)
+        gain, error = paired_gain(mine, target)
+        return float(mine.mean()), gain + settings.selection_z * error
 
     target = _list_risk(
         chosen_pairs, weighted_score(scores, objectives, bar.weights), risk, settings
@@ -637,8 +636,12 @@ def _risk_guard(
     unit = _risk_unit(scores, objectives, chosen.weights)
     base = weighted_score(scores, objectives, chosen.weights)
     before, margin = excess(base)
-    figures = {"bar_risk": float(target.mean()), "risk_before": before, "penalty": 0.0}
-    figures["risk_after"] = before
+    figures = {
+        "bar_risk": float(target.mean()),
+        "risk_before": before,
+        "penalty": 0.0,
+        "risk_after": before,
+    }
     penalties = sorted(p for p in settings.risk_penalties if p > 0)
     if unit == 0 or margin <= 0 or not penalties:
         log.info(
